@@ -1,0 +1,47 @@
+"""The functional core: demand rules, units and time values. Pure, synchronous, stdlib only.
+
+Nothing here reads a clock, touches a file or a socket, or logs: it is fed timestamped events
+and asked for readings, so a test can replay a year in seconds.
+"""
+
+from gateway.core.demand import (
+    Channel,
+    ChannelRules,
+    ChannelState,
+    DemandError,
+    Reading,
+    ResetOutcome,
+    Totals,
+)
+from gateway.core.engine import ChannelReading, Engine
+from gateway.core.timeline import (
+    Instant,
+    Span,
+    TimeSyntaxError,
+    format_duration,
+    format_instant,
+    parse_duration,
+    parse_instant,
+)
+from gateway.core.units import UNITS, Unit
+
+__all__ = [
+    "UNITS",
+    "Channel",
+    "ChannelReading",
+    "ChannelRules",
+    "ChannelState",
+    "DemandError",
+    "Engine",
+    "Instant",
+    "Reading",
+    "ResetOutcome",
+    "Span",
+    "TimeSyntaxError",
+    "Totals",
+    "Unit",
+    "format_duration",
+    "format_instant",
+    "parse_duration",
+    "parse_instant",
+]

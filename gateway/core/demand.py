@@ -1,0 +1,401 @@
+"""The demand rules of one channel: the Cimetrics B6070 behaviour, made exact.
+
+Theory of operation (PRODUCT.md §2, seed 002)
+---------------------------------------------
+A channel counts pulses. Time is cut at *slide boundaries*, the whole multiples of the slide S
+since 1970-01-01T00:00:00Z; each *interval* [b-S, b) is half-open, so a pulse at exactly b
+belongs to the next interval. The last W/S closed intervals form the *window* [b-W, b).
+
+At each boundary b, with P = pulses in [b-W, b)::
+
+    demand(b) = P * scale_factor * units_Scale / W_seconds
+
+demand(b) is *valid* only when the whole window was observed: it starts at or after the moment
+counting began, and no outage touches it. ``valid_from`` is the earliest instant a valid window
+may start; it moves forward when counting starts, when an outage ends (the catch-up pulses that
+arrive then have no time of their own) and when the scale factor changes (a window must not mix
+two factors). A window that starts before ``valid_from``, or a channel that is offline at b,
+gives "not available" (``None``).
+
+    peak_demand           max of the valid demands since the last reset (0 right after one)
+    Reset at t            accepted when t - last accepted reset >= reset_lockout, then:
+                            previous_peak_demand = peak_demand
+                            cumulative_demand   += peak_demand
+                            peak_demand = 0; reset_count += 1
+    consumption           initial_reading + pulses_total * scale_factor, piecewise when the
+                          factor changes, so it never jumps
+
+Events are applied in the order given; events at a boundary instant b come after the row for
+b, which the caller obtains with ``close(b)`` before feeding them. The work per pulse event and
+per boundary is O(1): the window's pulses live in a ring of W/S interval counts with a running
+sum, never a scan of history.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from gateway.core.timeline import MICROS_PER_SECOND, Instant, Span, next_boundary_after
+from gateway.core.units import Unit
+
+
+class DemandError(ValueError):
+    """An event the rules cannot take (out of order, a bad count); nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRules:
+    """A channel's demand settings, checked once so the engine never meets a bad one."""
+
+    unit: Unit
+    scale_factor: float
+    window: Span
+    slide: Span
+    initial_reading: float = 0.0
+    reset_lockout: Span = 0
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise DemandError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every rule these settings break, as messages (empty when they are sound)."""
+        found = []
+        if not (math.isfinite(self.scale_factor) and self.scale_factor > 0):
+            found.append(f"scale_factor must be a positive number, not {self.scale_factor!r}")
+        if self.slide < MICROS_PER_SECOND or self.slide % MICROS_PER_SECOND:
+            found.append("demand_slide must be a whole number of seconds, at least 1s")
+        elif self.window <= 0 or self.window % self.slide:
+            found.append("demand_window must be a positive whole multiple of demand_slide")
+        if not math.isfinite(self.initial_reading):
+            found.append(f"initial_reading must be a finite number, not {self.initial_reading!r}")
+        if self.reset_lockout < 0:
+            found.append("reset_lockout must not be negative")
+        return found
+
+    @property
+    def slides_per_window(self) -> int:
+        return self.window // self.slide
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What a channel shows at a boundary: one row of replay output."""
+
+    time: Instant
+    pulses_total: int
+    consumption: float
+    demand: float | None  # None: not available (first window, outage, scale change)
+    peak_demand: float
+    previous_peak_demand: float
+    cumulative_demand: float
+    reset_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The reset-controlled measures, as kept in the reset audit before and after a reset."""
+
+    peak_demand: float
+    previous_peak_demand: float
+    cumulative_demand: float
+    reset_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResetOutcome:
+    """The result of one reset attempt; a refused one changed nothing."""
+
+    time: Instant
+    accepted: bool
+    reason: str  # "accepted" or "lockout"
+    before: Totals
+    after: Totals
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelState:
+    """A channel's whole state as plain values: saved and restored exactly (issue 3).
+
+    ``window_intervals`` holds the pulse counts of the last W/S closed intervals, oldest first.
+    """
+
+    pulses_total: int
+    consumption_base: float
+    pulses_at_base: int
+    scale_factor: float
+    window_intervals: tuple[int, ...]
+    open_interval: int
+    next_boundary: Instant
+    valid_from: Instant
+    offline_since: Instant | None
+    now: Instant
+    demand: float | None
+    last_valid_demand: float | None
+    peak_demand: float
+    peak_time: Instant | None
+    previous_peak_demand: float
+    cumulative_demand: float
+    reset_count: int
+    last_reset: Instant | None
+    rejected_resets: int = field(default=0)
+
+
+class Channel:
+    """One channel's demand state machine, fed timestamped events in time order."""
+
+    __slots__ = (
+        "_last_valid_demand",
+        "_offline_since",
+        "_open_interval",
+        "_peak_time",
+        "_pulses_at_base",
+        "_ring",
+        "_ring_pos",
+        "_valid_from",
+        "_window_pulses",
+        "consumption_base",
+        "cumulative_demand",
+        "demand",
+        "last_reset",
+        "next_boundary",
+        "now",
+        "peak_demand",
+        "previous_peak_demand",
+        "pulses_total",
+        "rejected_resets",
+        "reset_count",
+        "rules",
+        "scale_factor",
+    )
+
+    def __init__(self, rules: ChannelRules, start: Instant) -> None:
+        """A new channel whose counting begins at ``start``."""
+        self.rules = rules
+        self.scale_factor = rules.scale_factor
+        self.pulses_total = 0
+        self.consumption_base = rules.initial_reading
+        self._pulses_at_base = 0
+        self._ring = [0] * rules.slides_per_window
+        self._ring_pos = 0  # index of the oldest closed interval in the window
+        self._window_pulses = 0  # sum of the ring
+        self._open_interval = 0  # pulses in [next_boundary - S, next_boundary)
+        self.next_boundary = next_boundary_after(start, rules.slide)
+        self._valid_from = start
+        self._offline_since: Instant | None = None
+        self.now = start
+        self.demand: float | None = None
+        self._last_valid_demand: float | None = None
+        self.peak_demand = 0.0
+        self._peak_time: Instant | None = None
+        self.previous_peak_demand = 0.0
+        self.cumulative_demand = 0.0
+        self.reset_count = 0
+        self.last_reset: Instant | None = None
+        self.rejected_resets = 0
+
+    # -- read side ----------------------------------------------------------------------------
+
+    @property
+    def consumption(self) -> float:
+        return (
+            self.consumption_base + (self.pulses_total - self._pulses_at_base) * self.scale_factor
+        )
+
+    @property
+    def is_online(self) -> bool:
+        return self._offline_since is None
+
+    @property
+    def peak_time(self) -> Instant | None:
+        return self._peak_time
+
+    @property
+    def last_valid_demand(self) -> float | None:
+        """The value BACnet keeps showing while demand is not available."""
+        return self._last_valid_demand
+
+    def totals(self) -> Totals:
+        return Totals(
+            self.peak_demand, self.previous_peak_demand, self.cumulative_demand, self.reset_count
+        )
+
+    def reading(self, time: Instant) -> Reading:
+        return Reading(
+            time,
+            self.pulses_total,
+            self.consumption,
+            self.demand,
+            self.peak_demand,
+            self.previous_peak_demand,
+            self.cumulative_demand,
+            self.reset_count,
+        )
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _check_time(self, t: Instant) -> None:
+        if t < self.now:
+            raise DemandError(
+                "event is earlier than the one before it: events must be in time order"
+            )
+        if t >= self.next_boundary:
+            raise DemandError("the boundary before this event has not been closed")
+
+    def pulses(self, t: Instant, count: int) -> None:
+        """``count`` pulses counted at ``t``.
+
+        Pulses that carry their own time go into the interval of that time even while the
+        channel is offline: every window that overlaps the outage is invalid anyway, and one that
+        starts exactly when the outage ends rightly holds a pulse stamped at that instant.
+        """
+        if count < 1:
+            raise DemandError(f"a pulse count must be at least 1, not {count}")
+        self._check_time(t)
+        self.now = t
+        self.pulses_total += count
+        self._open_interval += count
+
+    def offline(self, t: Instant) -> None:
+        """The source stopped delivering at ``t``; an outage already under way goes on."""
+        self._check_time(t)
+        self.now = t
+        if self._offline_since is None:
+            self._offline_since = t
+
+    def online(self, t: Instant, catch_up: int = 0) -> None:
+        """The source delivers again at ``t`` with ``catch_up`` pulses counted meanwhile.
+
+        Catch-up pulses have no time of their own, so they go into pulses_total and consumption
+        only, and no window that holds ``t`` is valid, even after a zero-length outage.
+        """
+        if catch_up < 0:
+            raise DemandError(f"catch-up pulses cannot be negative, not {catch_up}")
+        self._check_time(t)
+        self.now = t
+        self.pulses_total += catch_up
+        self._offline_since = None
+        self._valid_from = max(self._valid_from, t)
+
+    def reset(self, t: Instant) -> ResetOutcome:
+        """An operator Reset at ``t``: accepted outside the lockout, refused (no change) inside."""
+        self._check_time(t)
+        self.now = t
+        before = self.totals()
+        lockout = self.rules.reset_lockout
+        if self.last_reset is not None and t - self.last_reset < lockout:
+            self.rejected_resets += 1
+            return ResetOutcome(t, False, "lockout", before, before)
+        self.previous_peak_demand = self.peak_demand
+        self.cumulative_demand += self.peak_demand
+        self.peak_demand = 0.0
+        self._peak_time = None
+        self.reset_count += 1
+        self.last_reset = t
+        return ResetOutcome(t, True, "accepted", before, self.totals())
+
+    def change_scale(self, t: Instant, scale_factor: float) -> None:
+        """A new scale factor from ``t`` on (a reload): consumption stays continuous, and no
+        window that mixes the two factors is valid."""
+        if not (math.isfinite(scale_factor) and scale_factor > 0):
+            raise DemandError(f"scale_factor must be a positive number, not {scale_factor!r}")
+        self._check_time(t)
+        self.now = t
+        if scale_factor == self.scale_factor:
+            return
+        self.consumption_base = self.consumption
+        self._pulses_at_base = self.pulses_total
+        self.scale_factor = scale_factor
+        self._valid_from = max(self._valid_from, t)
+
+    # -- boundaries ---------------------------------------------------------------------------
+
+    def close(self) -> Reading:
+        """Close the interval ending at ``next_boundary`` and compute demand there."""
+        b = self.next_boundary
+        rules = self.rules
+        ring = self._ring
+        pos = self._ring_pos
+        closed = self._open_interval
+        self._window_pulses += closed - ring[pos]
+        ring[pos] = closed
+        self._ring_pos = pos + 1 if pos + 1 < len(ring) else 0
+        self._open_interval = 0
+        self.next_boundary = b + rules.slide
+        if self._offline_since is None and b - rules.window >= self._valid_from:
+            demand = (
+                self._window_pulses
+                * self.scale_factor
+                * rules.unit.units_scale
+                / (rules.window / MICROS_PER_SECOND)
+            )
+            self.demand = demand
+            self._last_valid_demand = demand
+            if demand > self.peak_demand:
+                self.peak_demand = demand
+                self._peak_time = b
+        else:
+            self.demand = None
+        return self.reading(b)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state(self) -> ChannelState:
+        """The whole state as a plain value (the ring rotated oldest first)."""
+        pos = self._ring_pos
+        return ChannelState(
+            pulses_total=self.pulses_total,
+            consumption_base=self.consumption_base,
+            pulses_at_base=self._pulses_at_base,
+            scale_factor=self.scale_factor,
+            window_intervals=tuple(self._ring[pos:] + self._ring[:pos]),
+            open_interval=self._open_interval,
+            next_boundary=self.next_boundary,
+            valid_from=self._valid_from,
+            offline_since=self._offline_since,
+            now=self.now,
+            demand=self.demand,
+            last_valid_demand=self._last_valid_demand,
+            peak_demand=self.peak_demand,
+            peak_time=self._peak_time,
+            previous_peak_demand=self.previous_peak_demand,
+            cumulative_demand=self.cumulative_demand,
+            reset_count=self.reset_count,
+            last_reset=self.last_reset,
+            rejected_resets=self.rejected_resets,
+        )
+
+    @classmethod
+    def restore(cls, rules: ChannelRules, state: ChannelState) -> Channel:
+        """A channel that continues exactly where ``state`` left off."""
+        if len(state.window_intervals) != rules.slides_per_window:
+            raise DemandError(
+                f"saved window has {len(state.window_intervals)} intervals, "
+                f"the rules need {rules.slides_per_window}"
+            )
+        if state.next_boundary % rules.slide:
+            raise DemandError("saved next boundary is not on this channel's slide")
+        channel = cls(rules, state.now)
+        channel.pulses_total = state.pulses_total
+        channel.consumption_base = state.consumption_base
+        channel._pulses_at_base = state.pulses_at_base
+        channel.scale_factor = state.scale_factor
+        channel._ring = list(state.window_intervals)
+        channel._ring_pos = 0
+        channel._window_pulses = sum(state.window_intervals)
+        channel._open_interval = state.open_interval
+        channel.next_boundary = state.next_boundary
+        channel._valid_from = state.valid_from
+        channel._offline_since = state.offline_since
+        channel.demand = state.demand
+        channel._last_valid_demand = state.last_valid_demand
+        channel.peak_demand = state.peak_demand
+        channel._peak_time = state.peak_time
+        channel.previous_peak_demand = state.previous_peak_demand
+        channel.cumulative_demand = state.cumulative_demand
+        channel.reset_count = state.reset_count
+        channel.last_reset = state.last_reset
+        channel.rejected_resets = state.rejected_resets
+        return channel

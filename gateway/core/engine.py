@@ -1,0 +1,98 @@
+"""Many channels on one timeline: boundaries in time order, then in config order.
+
+The engine owns the order of things across channels (PRODUCT.md §2, §3): every boundary b <= t
+of every channel is closed before an event at t is applied, and readings at one instant come in
+config order. It is what ``replay`` drives from a file and what the service drives from sources
+and the wall clock. Like the rest of the core it never reads a clock: ``advance(t)`` is told
+what time it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.core.demand import Channel, ChannelRules, DemandError, Reading, ResetOutcome
+from gateway.core.timeline import Instant
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReading:
+    """A boundary reading tagged with its channel id."""
+
+    channel: str
+    reading: Reading
+
+
+class Engine:
+    """The demand rules for an ordered set of channels."""
+
+    __slots__ = ("_order", "channels", "next_due", "now")
+
+    def __init__(self, rules: Mapping[str, ChannelRules], start: Instant) -> None:
+        """Channels in config order, all counted from ``start``."""
+        self.channels: dict[str, Channel] = {
+            channel_id: Channel(channel_rules, start) for channel_id, channel_rules in rules.items()
+        }
+        self._order = list(self.channels.items())
+        self.now = start
+        self.next_due = self._earliest_boundary()
+
+    def _earliest_boundary(self) -> Instant:
+        if not self.channels:
+            return 2**63  # no channel, no boundary: a sentinel later than any instant
+        return min(channel.next_boundary for channel in self.channels.values())
+
+    def _channel(self, channel_id: str) -> Channel:
+        try:
+            return self.channels[channel_id]
+        except KeyError:
+            raise DemandError(f"unknown channel {channel_id!r}") from None
+
+    def _at(self, t: Instant) -> None:
+        if t < self.now:
+            raise DemandError(
+                "event is earlier than the one before it: events must be in time order"
+            )
+        if t >= self.next_due:
+            raise DemandError("boundaries up to this event have not been closed: call advance(t)")
+        self.now = t
+
+    def advance(self, t: Instant) -> list[ChannelReading]:
+        """Close every boundary b <= t; readings ordered by time, then config order."""
+        if t < self.now:
+            raise DemandError("cannot advance backwards in time")
+        readings: list[ChannelReading] = []
+        while self.next_due <= t:
+            due = self.next_due
+            for channel_id, channel in self._order:
+                if channel.next_boundary == due:
+                    readings.append(ChannelReading(channel_id, channel.close()))
+            self.next_due = self._earliest_boundary()
+        self.now = t
+        return readings
+
+    def pulses(self, channel_id: str, t: Instant, count: int) -> None:
+        channel = self._channel(channel_id)
+        self._at(t)
+        channel.pulses(t, count)
+
+    def offline(self, channel_id: str, t: Instant) -> None:
+        channel = self._channel(channel_id)
+        self._at(t)
+        channel.offline(t)
+
+    def online(self, channel_id: str, t: Instant, catch_up: int = 0) -> None:
+        channel = self._channel(channel_id)
+        self._at(t)
+        channel.online(t, catch_up)
+
+    def reset(self, channel_id: str, t: Instant) -> ResetOutcome:
+        channel = self._channel(channel_id)
+        self._at(t)
+        return channel.reset(t)
+
+    def reset_all(self, t: Instant) -> dict[str, ResetOutcome]:
+        """Reset every channel at one instant; each channel's own lockout still applies."""
+        self._at(t)
+        return {channel_id: channel.reset(t) for channel_id, channel in self._order}
