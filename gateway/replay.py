@@ -1,0 +1,187 @@
+"""``pulse-gateway replay``: recompute the demand rules offline from an event log.
+
+Input and output formats are a contract (PRODUCT.md §3): other tools parse them.
+
+Decisions where §3 is silent (also in README.md):
+
+- Rows are checked strictly: a ``value`` on a ``reset``, ``reset_all`` or ``offline`` row, a
+  channel on ``reset_all``, a pulse count that is not a whole number >= 1, an unknown channel or
+  event, or a row earlier than the one before it is an error naming its line.
+- ``--start`` is when counting began; a row earlier than it contradicts that and is an error.
+  Rows after ``--end`` are not read (they cannot change any output row).
+- The input is read as a stream, so a year of per-second pulses runs in bounded memory. The
+  output goes to a spooled temporary file first and is copied out only when the whole log was
+  good: a bad row prints one error and no partial table.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from typing import TextIO
+
+from gateway.config import Config
+from gateway.core import (
+    ChannelReading,
+    DemandError,
+    Engine,
+    Instant,
+    TimeSyntaxError,
+    format_instant,
+    parse_instant,
+)
+
+HEADER = ("time", "channel", "event", "value")
+OUTPUT_HEADER = (
+    "time,channel,pulses_total,consumption,demand,peak_demand,"
+    "previous_peak_demand,cumulative_demand,reset_count"
+)
+EVENTS = ("pulses", "reset", "reset_all", "offline", "online")
+_SPOOL_BYTES = 8 * 1024 * 1024
+
+
+class ReplayError(Exception):
+    """A bad event log; the message names the file and line."""
+
+
+def replay(
+    config: Config,
+    events: Iterable[str],
+    out: TextIO,
+    *,
+    start: Instant | None = None,
+    end: Instant | None = None,
+    name: str = "EVENTS",
+) -> None:
+    """Read the event log ``events`` (lines of CSV) and write the boundary table to ``out``."""
+    if start is not None and end is not None and end < start:
+        raise ReplayError("--end is earlier than --start")
+    with tempfile.SpooledTemporaryFile(_SPOOL_BYTES, mode="w+", newline="") as spool:
+        spool.write(OUTPUT_HEADER + "\n")
+        _run(config, events, spool, start, end, name)
+        spool.seek(0)
+        shutil.copyfileobj(spool, out)
+
+
+def _run(
+    config: Config,
+    events: Iterable[str],
+    out: TextIO,
+    start: Instant | None,
+    end: Instant | None,
+    name: str,
+) -> None:
+    rows = csv.reader(events)
+    header = next(rows, None)
+    if header is None:
+        raise ReplayError(f"{name}:1: empty file: expected the header {','.join(HEADER)}")
+    if header and header[0].startswith("\ufeff"):
+        header[0] = header[0][1:]
+    if tuple(field.strip() for field in header) != HEADER:
+        raise ReplayError(
+            f"{name}:1: expected the header {','.join(HEADER)}, found {','.join(header)}"
+        )
+
+    engine: Engine | None = None if start is None else Engine(config.rules(), start)
+    write = out.write
+    channels = set(config.rules())
+    last_text = ""
+    t: Instant = 0
+    line = 1
+    for row in rows:
+        line = rows.line_num
+        if not row:
+            continue
+        try:
+            if len(row) == 4:
+                time_text, channel, event, value = row
+            elif len(row) == 3:
+                time_text, channel, event = row
+                value = ""
+            else:
+                raise ReplayError(f"expected 4 fields (time,channel,event,value), found {len(row)}")
+            if time_text != last_text:
+                now = parse_instant(time_text)
+                if engine is None:
+                    engine = Engine(config.rules(), now)
+                elif start is not None and now < start:
+                    raise ReplayError(f"time {time_text} is before --start")
+                elif now < engine.now:
+                    raise ReplayError(
+                        f"time {time_text} is earlier than the row before it: rows must be in "
+                        "time order"
+                    )
+                if end is not None and now > end:
+                    break
+                t = now
+                last_text = time_text
+                if t >= engine.next_due:
+                    _write(write, engine.advance(t))
+            assert engine is not None
+            if event == "pulses":
+                engine.pulses(_known(channel, channels), t, _count(value, minimum=1))
+            elif event == "reset":
+                _empty(value, event)
+                engine.reset(_known(channel, channels), t)
+            elif event == "offline":
+                _empty(value, event)
+                engine.offline(_known(channel, channels), t)
+            elif event == "online":
+                engine.online(
+                    _known(channel, channels), t, _count(value, minimum=0) if value else 0
+                )
+            elif event == "reset_all":
+                _empty(value, event)
+                if channel:
+                    raise ReplayError(
+                        f"reset_all resets every channel: leave channel empty, not {channel!r}"
+                    )
+                engine.reset_all(t)
+            else:
+                raise ReplayError(f"unknown event {event!r}: expected one of {', '.join(EVENTS)}")
+        except (ReplayError, DemandError, TimeSyntaxError) as exc:
+            raise ReplayError(f"{name}:{line}: {exc}") from None
+
+    if engine is None:
+        return  # no rows and no --start: no boundary to show
+    final = end if end is not None else engine.now
+    if final < engine.now:  # pragma: no cover - rows after --end are not read
+        return
+    _write(write, engine.advance(final))
+
+
+def _known(channel: str, channels: set[str]) -> str:
+    if channel not in channels:
+        if not channel:
+            raise ReplayError("channel is empty")
+        raise ReplayError(
+            f"unknown channel {channel!r}: the config has {', '.join(sorted(channels))}"
+        )
+    return channel
+
+
+def _count(value: str, *, minimum: int) -> int:
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ReplayError(f"value {value!r} is not a whole number of pulses")
+    count = int(text)
+    if count < minimum:
+        raise ReplayError(f"value {count} must be at least {minimum}")
+    return count
+
+
+def _empty(value: str, event: str) -> None:
+    if value.strip():
+        raise ReplayError(f"a {event} row takes no value, found {value!r}")
+
+
+def _write(write: Callable[[str], object], readings: list[ChannelReading]) -> None:
+    for item in readings:
+        r = item.reading
+        write(
+            f"{format_instant(r.time)},{item.channel},{r.pulses_total},{r.consumption!r},"
+            f"{'' if r.demand is None else repr(r.demand)},{r.peak_demand!r},"
+            f"{r.previous_peak_demand!r},{r.cumulative_demand!r},{r.reset_count}\n"
+        )
