@@ -85,10 +85,10 @@ def _run(
         )
 
     engine: Engine | None = None if start is None else Engine(config.rules(), start)
-    write = out.write
+    write = _Writer(out.write)
     channels = set(config.rules())
     last_text = ""
-    t: Instant = 0
+    t: Instant = start if start is not None else 0  # the previous row's time
     line = 1
     for row in rows:
         line = rows.line_num
@@ -108,7 +108,7 @@ def _run(
                     engine = Engine(config.rules(), now)
                 elif start is not None and now < start:
                     raise ReplayError(f"time {time_text} is before --start")
-                elif now < engine.now:
+                elif now < t:
                     raise ReplayError(
                         f"time {time_text} is earlier than the row before it: rows must be in "
                         "time order"
@@ -118,10 +118,15 @@ def _run(
                 t = now
                 last_text = time_text
                 if t >= engine.next_due:
-                    _write(write, engine.advance(t))
+                    write(engine.advance(t))
             assert engine is not None
             if event == "pulses":
-                engine.pulses(_known(channel, channels), t, _count(value, minimum=1))
+                # the hot path: straight to the channel, which still refuses an event that is
+                # out of order or past an unclosed boundary
+                count = int(value) if value.isdigit() and value.isascii() else 0
+                if count < 1:
+                    count = _count(value, minimum=1)
+                engine.channels[_known(channel, channels)].pulses(t, count)
             elif event == "reset":
                 _empty(value, event)
                 engine.reset(_known(channel, channels), t)
@@ -146,10 +151,8 @@ def _run(
 
     if engine is None:
         return  # no rows and no --start: no boundary to show
-    final = end if end is not None else engine.now
-    if final < engine.now:  # pragma: no cover - rows after --end are not read
-        return
-    _write(write, engine.advance(final))
+    # end = --end, or the last row's time; rows after --end were not read
+    write(engine.advance(end if end is not None else t))
 
 
 def _known(channel: str, channels: set[str]) -> str:
@@ -177,11 +180,21 @@ def _empty(value: str, event: str) -> None:
         raise ReplayError(f"a {event} row takes no value, found {value!r}")
 
 
-def _write(write: Callable[[str], object], readings: list[ChannelReading]) -> None:
-    for item in readings:
-        r = item.reading
-        write(
-            f"{format_instant(r.time)},{item.channel},{r.pulses_total},{r.consumption!r},"
-            f"{'' if r.demand is None else repr(r.demand)},{r.peak_demand!r},"
-            f"{r.previous_peak_demand!r},{r.cumulative_demand!r},{r.reset_count}\n"
-        )
+class _Writer:
+    """Writes boundary readings as output rows, formatting each boundary instant once."""
+
+    def __init__(self, write: Callable[[str], object]) -> None:
+        self._write = write
+        self._instant = -1
+        self._stamp = ""
+
+    def __call__(self, readings: list[ChannelReading]) -> None:
+        for item in readings:
+            r = item.reading
+            if r.time != self._instant:
+                self._instant, self._stamp = r.time, format_instant(r.time)
+            self._write(
+                f"{self._stamp},{item.channel},{r.pulses_total},{r.consumption!r},"
+                f"{'' if r.demand is None else repr(r.demand)},{r.peak_demand!r},"
+                f"{r.previous_peak_demand!r},{r.cumulative_demand!r},{r.reset_count}\n"
+            )
