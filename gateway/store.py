@@ -1,0 +1,612 @@
+"""The state store: channel state, checkpoints and the reset audit in one SQLite file.
+
+Theory of operation (PRODUCT.md §6)
+-----------------------------------
+``{state_dir}/gateway.db`` holds what must survive a crash or a power cut: every channel's
+rules and ``ChannelState``, the instant of the last checkpoint, and the append-only log of every
+reset attempt. One process owns a state directory: ``Store.open`` takes an exclusive
+``flock`` on ``{state_dir}/gateway.lock`` (released by the kernel when the process dies, so a
+crash never leaves a stale lock) and refuses when another process holds it.
+
+Durability: WAL with ``synchronous=FULL``, so a transaction is on disk when ``commit`` returns.
+A reset is acknowledged only after ``record_reset`` returns, and its audit row and the channel's
+new state are written in one transaction: after a crash the restored state and the audit agree,
+so a reset is never lost and never applied twice.
+
+Exactness: floats are stored as 8-byte IEEE doubles in columns with no declared type. A REAL
+column would store a float with an integral value as an integer, which turns -0.0 into 0.0;
+``CHECK (typeof(x) = 'real')`` keeps every value a double. A NaN cannot be stored (SQLite makes
+it NULL), so it is refused rather than silently changed.
+
+Safety: a file that is not a database, fails ``PRAGMA quick_check``, belongs to another
+application or was written by a newer schema raises ``StoreError``; it is never reset to zero
+and never written to. Migrations are an ordered list; all pending ones run in one transaction.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal, Self
+
+from gateway import __version__
+from gateway.core import (
+    UNITS,
+    ChannelRules,
+    ChannelState,
+    DemandError,
+    Instant,
+    ResetOutcome,
+    Totals,
+)
+
+DB_NAME = "gateway.db"
+LOCK_NAME = "gateway.lock"
+APPLICATION_ID = 0x50474757  # "PGGW" in the file header: tells our databases from others
+
+type Saved = tuple[ChannelRules, ChannelState]
+
+
+class StoreError(Exception):
+    """The state store cannot be used; the message names the file and what to do."""
+
+
+def _real(name: str) -> str:
+    return f"{name} NOT NULL CHECK (typeof({name}) = 'real')"
+
+
+def _real_or_null(name: str) -> str:
+    return f"{name} CHECK ({name} IS NULL OR typeof({name}) = 'real')"
+
+
+_TOTALS = ("peak", "previous_peak", "cumulative")
+
+# Migration k (1-based) brings user_version from k-1 to k. Never edit a released migration:
+# append a new one, so every database takes the same path to the current schema.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # rules as columns so the service can tell a channel whose config changed on restart;
+        # audit_from: resets with a larger id belong to this life of the channel (a channel
+        # forgotten and configured again starts a new checksum, the old audit rows stay)
+        f"""CREATE TABLE channels (
+            id TEXT PRIMARY KEY, unit TEXT NOT NULL, {_real("scale_factor")},
+            window_us INTEGER NOT NULL, slide_us INTEGER NOT NULL, {_real("initial_reading")},
+            reset_lockout_us INTEGER NOT NULL, audit_from INTEGER NOT NULL)""",
+        f"""CREATE TABLE channel_state (
+            channel TEXT PRIMARY KEY REFERENCES channels (id) ON DELETE CASCADE,
+            pulses_total INTEGER NOT NULL, {_real("consumption_base")},
+            pulses_at_base INTEGER NOT NULL, {_real("scale_factor")},
+            window_intervals TEXT NOT NULL, open_interval INTEGER NOT NULL,
+            next_boundary INTEGER NOT NULL, valid_from INTEGER NOT NULL, offline_since INTEGER,
+            now INTEGER NOT NULL, {_real_or_null("demand")}, {_real_or_null("last_valid_demand")},
+            {_real("peak_demand")}, peak_time INTEGER, {_real("previous_peak_demand")},
+            {_real("cumulative_demand")}, reset_count INTEGER NOT NULL, last_reset INTEGER,
+            rejected_resets INTEGER NOT NULL)""",
+        # one row: the instant of the last checkpoint, the gateway's last sign of life
+        """CREATE TABLE checkpoint (
+            id INTEGER PRIMARY KEY CHECK (id = 1), saved_at INTEGER NOT NULL)""",
+        # no foreign key on channel: the audit outlives a channel removed from the config
+        f"""CREATE TABLE resets (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, time_us INTEGER NOT NULL,
+            source TEXT NOT NULL, accepted INTEGER NOT NULL CHECK (accepted IN (0, 1)),
+            reason TEXT NOT NULL,
+            {", ".join(_real(f"{m}_{s}") for s in ("before", "after") for m in _TOTALS)},
+            reset_count_before INTEGER NOT NULL, reset_count_after INTEGER NOT NULL)""",
+        "CREATE INDEX resets_by_channel ON resets (channel, id)",
+        # the audit is the checksum's evidence: a stray DELETE or UPDATE must fail loudly
+        """CREATE TRIGGER resets_no_update BEFORE UPDATE ON resets
+            BEGIN SELECT RAISE(ABORT, 'the reset audit is append-only'); END""",
+        """CREATE TRIGGER resets_no_delete BEFORE DELETE ON resets
+            BEGIN SELECT RAISE(ABORT, 'the reset audit is append-only'); END""",
+        f"PRAGMA application_id = {APPLICATION_ID}",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_STATE_FIELDS = tuple(f.name for f in fields(ChannelState))
+# the float fields (annotations are strings: demand.py uses `from __future__ import annotations`)
+_STATE_REALS = frozenset(f.name for f in fields(ChannelState) if "float" in str(f.type))
+_RULES_COLUMNS = (
+    "unit, scale_factor, window_us, slide_us, initial_reading, reset_lockout_us, audit_from"
+)
+_RESET_COLUMNS = (
+    "channel, time_us, source, accepted, reason, peak_before, previous_peak_before, "
+    "cumulative_before, reset_count_before, peak_after, previous_peak_after, cumulative_after, "
+    "reset_count_after"
+)
+_LOG_QUERY = f"SELECT id, {_RESET_COLUMNS} FROM resets ORDER BY id"
+
+
+@dataclass(frozen=True, slots=True)
+class SavedChannel:
+    """One channel as saved: ``Channel.restore(rules, state)`` continues it exactly."""
+
+    rules: ChannelRules  # compare with the configured rules to see a changed channel
+    state: ChannelState
+
+
+@dataclass(frozen=True, slots=True)
+class SavedState:
+    """What ``load`` finds: the last checkpoint instant and every saved channel (by id)."""
+
+    # The last checkpoint instant. Before the first checkpoint (a crash just after a reset),
+    # the earliest ``now`` of the saved channels: no channel is taken to have been alive
+    # longer than its saved state proves, so the downtime outage is never too short.
+    saved_at: Instant
+    channels: dict[str, SavedChannel]
+
+
+@dataclass(frozen=True, slots=True)
+class ResetRecord:
+    """One logged reset attempt; a refused one has ``before == after``."""
+
+    id: int
+    channel: str
+    time: Instant
+    source: str  # e.g. "bacnet:192.168.1.20:47808" or "replay"
+    accepted: bool
+    reason: str
+    before: Totals
+    after: Totals
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelVerdict:
+    """The PRODUCT.md §6 checksum of one channel: saved totals against the reset audit."""
+
+    channel: str
+    status: Literal["ok", "broken", "removed"]  # removed: audit rows, no saved state
+    accepted_resets: int  # accepted resets logged in this life of the channel
+    logged_sum: float  # sum of their previous_peak_demand, in log order
+    cumulative_demand: float | None
+    reset_count: int | None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "broken"
+
+    def line(self) -> str:
+        """One line for ``pulse-gateway resets``."""
+        if self.status == "ok":
+            return (
+                f"{self.channel}: OK ({self.accepted_resets} resets, "
+                f"cumulative {self.cumulative_demand!r})"
+            )
+        if self.status == "removed":
+            return (
+                f"{self.channel}: NOT CHECKED: no saved state (removed from the configuration); "
+                f"{self.accepted_resets} accepted resets logged"
+            )
+        return f"{self.channel}: CHECKSUM BROKEN: {'; '.join(self.problems)}"
+
+
+class Store:
+    """The SQLite state store of one gateway; use ``Store.open`` or ``Store.open_readonly``.
+
+    Calls are short and serialised by an internal lock, so the service may call them from
+    the event loop or from ``asyncio.to_thread``.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, lock_fd: int | None) -> None:
+        """Internal: use ``open`` or ``open_readonly``."""
+        self.path = path
+        self.readonly = lock_fd is None
+        self._conn: sqlite3.Connection | None = conn
+        self._lock_fd = lock_fd
+        self._mutex = threading.Lock()
+
+    # -- opening and closing ------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        """Lock ``state_dir`` for this process and open (or create) its database."""
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the state directory {state_dir}: {exc.strerror}; "
+                "create it or set gateway.state_dir to a writable directory"
+            ) from None
+        lock_fd = _lock(state_dir / LOCK_NAME)
+        path = state_dir / DB_NAME
+        try:
+            conn = sqlite3.connect(path, autocommit=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            os.close(lock_fd)
+            raise StoreError(f"cannot open the database {path}: {exc}") from None
+        try:
+            _prepare(conn, path, _check(conn, path))
+        except BaseException:
+            conn.close()
+            os.close(lock_fd)
+            raise
+        return cls(conn, path, lock_fd)
+
+    @classmethod
+    def open_readonly(cls, db_path: Path) -> Store:
+        """Open a database to read (``resets --db``): no lock, no change, same checks."""
+        if not db_path.is_file():
+            raise StoreError(f"no database at {db_path}: give the path of a gateway.db")
+        uri = db_path.resolve().as_uri() + "?mode=ro"  # read-only: never creates or writes
+        try:
+            conn = sqlite3.connect(uri, uri=True, autocommit=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {db_path}: {exc}") from None
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            version = _check(conn, db_path)
+            if version == 0:
+                raise StoreError(f"{db_path} holds no gateway state yet")
+            if version < SCHEMA_VERSION:
+                raise StoreError(
+                    f"{db_path} has schema version {version}, this pulse-gateway reads "
+                    f"{SCHEMA_VERSION}: run the gateway on it once to upgrade it"
+                )
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, db_path, None)
+
+    def close(self) -> None:
+        """Close the database and release the state directory; closing twice is harmless."""
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._lock_fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One durable transaction; any SQLite failure rolls it back and becomes StoreError."""
+        if self.readonly:
+            raise StoreError(f"{self.path} was opened read-only")
+        with self._mutex:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"cannot write {self.path}: {exc}; nothing was saved") from exc
+                raise
+
+    def checkpoint(self, states: Mapping[str, Saved], at: Instant) -> None:
+        """Save every given channel's rules and state and ``at`` as the checkpoint instant.
+
+        Channels not in ``states`` keep their saved rows: removing one is ``forget_channel``.
+        """
+        rows = {channel: _state_row(state) for channel, (_, state) in states.items()}
+        with self._write() as conn:
+            for channel, (rules, _) in states.items():
+                _save_channel(conn, channel, rules, rows[channel])
+            conn.execute(
+                "INSERT INTO checkpoint (id, saved_at) VALUES (1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at",
+                (at,),
+            )
+
+    def record_reset(
+        self, channel: str, outcome: ResetOutcome, source: str, state: Saved | None
+    ) -> None:
+        """Log one reset attempt and save the channel's state after it, in one transaction.
+
+        ``state`` is required for an accepted reset; pass it for a refused one too, since
+        the refusal counter is part of the state. Acknowledge the reset only after this returns.
+        """
+        self.record_resets({channel: outcome}, source, {} if state is None else {channel: state})
+
+    def record_resets(
+        self, outcomes: Mapping[str, ResetOutcome], source: str, states: Mapping[str, Saved]
+    ) -> None:
+        """``record_reset`` for several channels (a reset_all) in one transaction."""
+        if not source:
+            raise ValueError("a reset needs a source, such as 'replay' or a BACnet address")
+        missing = [c for c, o in outcomes.items() if o.accepted and c not in states]
+        if missing:
+            raise ValueError(f"accepted resets need the channel state: {', '.join(missing)}")
+        rows = {channel: _state_row(state) for channel, (_, state) in states.items()}
+        with self._write() as conn:
+            for channel, (rules, _) in states.items():
+                # the channel row first, so a new channel's audit_from precedes its reset rows
+                _save_channel(conn, channel, rules, rows[channel])
+            for channel, outcome in outcomes.items():
+                row = (channel, outcome.time, source, outcome.accepted, outcome.reason)
+                row += (*_totals_row(outcome.before), *_totals_row(outcome.after))
+                conn.execute(
+                    f"INSERT INTO resets ({_RESET_COLUMNS}) VALUES ({', '.join('?' * 13)})", row
+                )
+
+    def forget_channel(self, channel: str) -> bool:
+        """Drop a channel's rules and state (gone from the config); its reset audit stays.
+
+        Returns whether anything was saved for it. Configured again later, the channel starts
+        from zero with a new checksum.
+        """
+        with self._write() as conn:
+            return conn.execute("DELETE FROM channels WHERE id = ?", (channel,)).rowcount > 0
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self.path} is closed")
+        return self._conn
+
+    def _query(self, *queries: str) -> list[list[tuple]]:
+        """The rows of each query, all read from one snapshot of the database."""
+        with self._mutex:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN")  # a writer in another process cannot split the snapshot
+                try:
+                    return [conn.execute(sql).fetchall() for sql in queries]
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read {self.path}: {exc}") from exc
+
+    def load(self) -> SavedState | None:
+        """The saved state, or None for a database that holds none yet."""
+        saved_at, rules_rows, state_rows = self._query(
+            "SELECT saved_at FROM checkpoint",
+            f"SELECT id, {_RULES_COLUMNS} FROM channels ORDER BY id",
+            f"SELECT channel, {', '.join(_STATE_FIELDS)} FROM channel_state",
+        )
+        states = {row[0]: row[1:] for row in state_rows}
+        if not saved_at and not rules_rows:
+            return None
+        channels = {}
+        for channel_id, unit, scale, window, slide, initial, lockout, _ in rules_rows:
+            try:
+                rules = ChannelRules(UNITS[unit], scale, window, slide, initial, lockout)
+                values = dict(zip(_STATE_FIELDS, states[channel_id], strict=True))
+                values["window_intervals"] = _intervals(values["window_intervals"])
+                state = ChannelState(**values)
+            except (KeyError, ValueError, DemandError) as exc:
+                raise StoreError(
+                    f"{self.path}: the saved channel {channel_id!r} cannot be read ({exc}); "
+                    "restore the file from a backup"
+                ) from None
+            channels[channel_id] = SavedChannel(rules, state)
+        if saved_at:
+            return SavedState(saved_at[0][0], channels)
+        return SavedState(min(saved.state.now for saved in channels.values()), channels)
+
+    def reset_log(self) -> list[ResetRecord]:
+        """Every logged reset attempt, oldest first."""
+        (rows,) = self._query(_LOG_QUERY)
+        return [_record(row) for row in rows]
+
+    def verdict(self) -> list[ChannelVerdict]:
+        """The checksum of every channel that has saved state or logged resets, by id."""
+        log_rows, saved_rows = self._query(
+            _LOG_QUERY,
+            "SELECT c.id, c.audit_from, s.cumulative_demand, s.reset_count"
+            " FROM channels c JOIN channel_state s ON s.channel = c.id",
+        )
+        log = [_record(row) for row in log_rows]
+        saved = {row[0]: row[1:] for row in saved_rows}
+        verdicts = []
+        for channel in sorted(saved.keys() | {record.channel for record in log}):
+            audit_from, cumulative, count = saved.get(channel, (0, None, None))
+            logged = [r for r in log if r.channel == channel and r.accepted and r.id > audit_from]
+            total = 0.0
+            for record in logged:  # in log order, as the channel added them
+                total += record.after.previous_peak_demand
+            if cumulative is None:
+                verdicts.append(ChannelVerdict(channel, "removed", len(logged), total, None, None))
+                continue
+            problems = []
+            if not math.isclose(cumulative, total, rel_tol=1e-9, abs_tol=1e-9):
+                problems.append(
+                    f"cumulative_demand {cumulative!r} != sum of previous peaks {total!r}"
+                )
+            if count != len(logged):
+                problems.append(f"reset_count {count} != accepted resets logged {len(logged)}")
+            status: Literal["ok", "broken"] = "broken" if problems else "ok"
+            verdicts.append(
+                ChannelVerdict(channel, status, len(logged), total, cumulative, count, (*problems,))
+            )
+        return verdicts
+
+
+def format_resets(log: Sequence[ResetRecord], verdicts: Sequence[ChannelVerdict]) -> str:
+    """The ``pulse-gateway resets`` report: a table of attempts, then one verdict per channel.
+
+    Totals in the table: ``peak_before`` is the peak the reset cleared, the rest are after it.
+    """
+    header = ("id", "time", "channel", "source", "result", "peak_before", "previous_peak")
+    header += ("cumulative", "reset_count")
+    rows = [header]
+    for r in log:
+        result = "accepted" if r.accepted else f"refused ({r.reason})"
+        rows.append((str(r.id), _iso(r.time), r.channel, r.source, result))
+        rows[-1] += (repr(r.before.peak_demand), repr(r.after.previous_peak_demand))
+        rows[-1] += (repr(r.after.cumulative_demand), str(r.after.reset_count))
+    lines = []
+    if log:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        for row in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    else:
+        lines.append("no reset attempts logged")
+    lines.append("")
+    lines += [verdict.line() for verdict in verdicts] or ["no channels saved"]
+    return "\n".join(lines) + "\n"
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _lock(path: Path) -> int:
+    """An exclusive flock on ``path`` holding our pid, or StoreError naming the holder."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot open the lock file {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreError(
+            f"the state directory {path.parent} is in use by another pulse-gateway "
+            f"(pid {holder} holds {path}): stop that process first, or give this one "
+            "another gateway.state_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _check(conn: sqlite3.Connection, path: Path) -> int:
+    """The schema version of a sound database of ours (0: empty), or StoreError. Reads only."""
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        objects = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+        check = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(_damaged(path, str(exc))) from None
+    if check != ["ok"]:
+        raise StoreError(_damaged(path, "; ".join(check[:3])))
+    if app_id != APPLICATION_ID and (app_id or version or objects):
+        raise StoreError(
+            f"{path} is an SQLite database of another application: it was left untouched; "
+            "point gateway.state_dir at a directory of its own"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this pulse-gateway knows "
+            f"({SCHEMA_VERSION}): it was left untouched; run the newer pulse-gateway"
+        )
+    return version
+
+
+def _damaged(path: Path, detail: str) -> str:
+    return (
+        f"{path} is damaged or not a database ({detail}): it was left untouched; "
+        "restore it from a backup, or move it aside to start from zero "
+        "(counts, peaks and the reset audit would be lost)"
+    )
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    """Set WAL and durability, then apply every pending migration in one transaction."""
+    try:
+        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+            raise StoreError(f"{path}: its file system does not support SQLite's WAL mode")
+        conn.execute("PRAGMA synchronous = FULL")  # a reset is on disk before its ack
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 5000")  # `resets --db` readers may hold the WAL
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        if version == 0:
+            created = datetime.now(UTC).isoformat(timespec="seconds")
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("created_at", created), ("created_by", f"pulse-gateway {__version__}")],
+            )
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreError(
+            f"cannot set up {path} (schema {SCHEMA_VERSION}): {exc}; "
+            "check that the file and its directory are writable by this user"
+        ) from None
+
+
+def _save_channel(
+    conn: sqlite3.Connection, channel: str, rules: ChannelRules, state_row: tuple
+) -> None:
+    rules_row = (rules.unit.name, float(rules.scale_factor), rules.window, rules.slide)
+    rules_row += (float(rules.initial_reading), rules.reset_lockout)  # ChannelRules has no NaN
+    conn.execute(
+        f"INSERT INTO channels (id, {_RULES_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?,"
+        " (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'resets'))"
+        " ON CONFLICT (id) DO UPDATE SET unit = excluded.unit,"
+        " scale_factor = excluded.scale_factor, window_us = excluded.window_us,"
+        " slide_us = excluded.slide_us, initial_reading = excluded.initial_reading,"
+        " reset_lockout_us = excluded.reset_lockout_us",
+        (channel, *rules_row),
+    )
+    names = ", ".join(_STATE_FIELDS)
+    conn.execute(
+        f"INSERT OR REPLACE INTO channel_state (channel, {names})"
+        f" VALUES (?{', ?' * len(_STATE_FIELDS)})",
+        (channel, *state_row),
+    )
+
+
+def _state_row(state: ChannelState) -> tuple:
+    """The state's column values; floats as floats (never ints), intervals as JSON."""
+    values = []
+    for name in _STATE_FIELDS:
+        value = getattr(state, name)
+        if name == "window_intervals":
+            value = json.dumps([int(count) for count in value])
+        elif name in _STATE_REALS and value is not None:
+            value = _float(name, value)
+        values.append(value)
+    return tuple(values)
+
+
+def _record(row: tuple) -> ResetRecord:
+    totals_before, totals_after = Totals(*row[6:10]), Totals(*row[10:14])
+    return ResetRecord(*row[:4], bool(row[4]), row[5], totals_before, totals_after)
+
+
+def _totals_row(totals: Totals) -> tuple:
+    reals = (totals.peak_demand, totals.previous_peak_demand, totals.cumulative_demand)
+    return (*(_float("a reset total", value) for value in reals), totals.reset_count)
+
+
+def _float(name: str, value: float) -> float:
+    value = float(value)
+    if math.isnan(value):  # SQLite would store NULL: refuse rather than change the value
+        raise ValueError(f"{name} is NaN and cannot be saved")
+    return value
+
+
+def _intervals(text: str) -> tuple[int, ...]:
+    counts = json.loads(text)
+    if not isinstance(counts, list) or not all(type(c) is int for c in counts):
+        raise ValueError("window_intervals is not a list of counts")
+    return tuple(counts)
+
+
+def _iso(instant: Instant) -> str:
+    """An instant in UTC, with its fraction of a second only when it has one."""
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=instant)
+    spec = "seconds" if not instant % 10**6 else "milliseconds" if not instant % 1000 else "auto"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
