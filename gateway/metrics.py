@@ -1,0 +1,335 @@
+"""Prometheus metrics (PRODUCT.md §8), computed from the live channels at scrape time.
+
+There is no second copy of the numbers: ``GatewayCollector`` reads the engine's
+``gateway.core.Channel`` objects (and the service's source and reset bookkeeping) through a
+small read-only ``GatewayView`` each time ``/metrics`` is scraped, the way prometheus
+client_python's own custom collectors work. ``serve_metrics`` answers HTTP on the asyncio loop
+that drives the engine, so a scrape runs between two events and never sees a half-applied one
+(``prometheus_client.start_http_server`` would scrape from another thread). The registry is the
+gateway's own, never the process-global one, so two gateways in one process (tests) never clash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from http import HTTPStatus
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.core import Channel, Unit
+from gateway.logging import get_logger
+
+__all__ = [
+    "HEAD_LIMIT",
+    "READ_TIMEOUT",
+    "GatewayCollector",
+    "GatewayView",
+    "Metrics",
+    "serve_metrics",
+]
+
+log = get_logger("metrics")
+
+HEAD_LIMIT = 8 * 1024  # bytes of request line + headers; a scrape needs a few hundred
+READ_TIMEOUT = 5.0  # seconds a client may take to send its request head
+LOCKOUT = "lockout"  # the reset rejection reason the engine itself counts
+
+# Bucket bounds in seconds: a checkpoint is one small SQLite WAL transaction, normally
+# milliseconds; the upper buckets exist to show a slow or failing disk.
+CHECKPOINT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class GatewayView(Protocol):
+    """What the metrics read from the running gateway; every call is a cheap read, no I/O."""
+
+    def channel_readings(self) -> Iterable[tuple[str, Unit, Channel]]:
+        """(id, unit, live engine channel) for each channel in config order; none before the
+        engine exists."""
+        ...
+
+    def sources_up(self) -> Mapping[str, bool]:
+        """Each configured source by id: True while it delivers good readings."""
+        ...
+
+    def reset_rejections(self) -> Mapping[tuple[str, str], int]:
+        """Refused resets by (channel, reason) that the engine never saw, e.g. "not_allowed"."""
+        ...
+
+    def boundary_lag_seconds(self) -> float:
+        """How late the last boundary tick ran after its boundary instant, in seconds."""
+        ...
+
+
+def _families() -> dict[str, Metric]:
+    """Fresh, empty metric families: one set per scrape, so nothing is kept between scrapes."""
+
+    def gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"pulse_gateway_{name}", doc, labels=list(labels))
+
+    def counter(name: str, doc: str, *labels: str) -> CounterMetricFamily:
+        # CounterMetricFamily appends "_total" itself: "pulses" is exposed as pulses_total.
+        return CounterMetricFamily(f"pulse_gateway_{name}", doc, labels=list(labels))
+
+    per_unit = "in the unit given by the unit label"
+    return {
+        "pulses": counter(
+            "pulses", "Pulses counted since the channel was created; never reset.", "channel"
+        ),
+        "consumption": gauge(
+            "consumption",
+            f"Meter reading: initial_reading + pulses * scale_factor, {per_unit} "
+            "(e.g. kilowatt-hours).",
+            "channel",
+            "unit",
+        ),
+        "demand": gauge(
+            "demand",
+            f"Sliding-window demand at the last slide boundary, {per_unit} (e.g. kilowatts); "
+            "NaN while not available (first window, outage, scale change).",
+            "channel",
+            "unit",
+        ),
+        "peak_demand": gauge(
+            "peak_demand",
+            f"Highest valid demand since the last reset, {per_unit} (e.g. kilowatts).",
+            "channel",
+            "unit",
+        ),
+        "previous_peak_demand": gauge(
+            "previous_peak_demand",
+            f"Peak demand of the period before the last reset, {per_unit} (e.g. kilowatts).",
+            "channel",
+            "unit",
+        ),
+        "cumulative_demand": gauge(
+            "cumulative_demand",
+            f"Sum of the peak demands at every accepted reset, {per_unit} (e.g. kilowatts).",
+            "channel",
+            "unit",
+        ),
+        "resets": counter("resets", "Accepted peak demand resets.", "channel"),
+        "rejections": counter(
+            "reset_rejections",
+            "Refused peak demand resets, by reason (lockout: inside reset_lockout).",
+            "channel",
+            "reason",
+        ),
+        "online": gauge(
+            "channel_online",
+            "1 while the channel's source delivers, 0 during an outage.",
+            "channel",
+        ),
+        "source_up": gauge(
+            "source_up", "1 while the source delivers good readings, 0 when it does not.", "source"
+        ),
+        "lag": gauge(
+            "boundary_lag_seconds",
+            "Seconds the last slide boundary tick ran after its boundary instant.",
+        ),
+    }
+
+
+class GatewayCollector(Collector):
+    """The §8 metric families, read from a ``GatewayView`` at each scrape."""
+
+    def __init__(self, view: GatewayView) -> None:
+        self._view = view
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples: lets the registry refuse a clashing name up front
+        without reading the view, which may not be running yet."""
+        yield from _families().values()
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family with one sample per channel, source or reason, as of now."""
+        view = self._view
+        f = _families()
+        for channel_id, unit, channel in view.channel_readings():
+            consumption_labels = [channel_id, unit.consumption]
+            demand_labels = [channel_id, unit.demand]
+            demand = math.nan if channel.demand is None else channel.demand
+            f["pulses"].add_metric([channel_id], channel.pulses_total)
+            f["consumption"].add_metric(consumption_labels, channel.consumption)
+            f["demand"].add_metric(demand_labels, demand)
+            f["peak_demand"].add_metric(demand_labels, channel.peak_demand)
+            f["previous_peak_demand"].add_metric(demand_labels, channel.previous_peak_demand)
+            f["cumulative_demand"].add_metric(demand_labels, channel.cumulative_demand)
+            f["resets"].add_metric([channel_id], channel.reset_count)
+            # Always present, so a rate() over it works from the first scrape on.
+            f["rejections"].add_metric([channel_id, LOCKOUT], channel.rejected_resets)
+            f["online"].add_metric([channel_id], 1.0 if channel.is_online else 0.0)
+        for (channel_id, reason), count in sorted(view.reset_rejections().items()):
+            # The engine's count is the one truth for lockouts; a second "lockout" sample
+            # would be a duplicate series, which Prometheus rejects.
+            if reason != LOCKOUT:
+                f["rejections"].add_metric([channel_id, reason], count)
+        for source_id, up in view.sources_up().items():
+            f["source_up"].add_metric([source_id], 1.0 if up else 0.0)
+        f["lag"].add_metric([], view.boundary_lag_seconds())
+        yield from f.values()
+
+
+class Metrics:
+    """The gateway's own registry: the §8 families, process and platform metrics, and the
+    checkpoint duration histogram that the service observes."""
+
+    def __init__(self, view: GatewayView) -> None:
+        self.registry = CollectorRegistry()
+        self.collector = GatewayCollector(view)
+        self.registry.register(self.collector)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.checkpoint_duration = Histogram(
+            "pulse_gateway_checkpoint_duration_seconds",
+            "Seconds taken to write one state checkpoint to the database.",
+            buckets=CHECKPOINT_BUCKETS,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition of every metric, as served at ``/metrics``."""
+        return generate_latest(self.registry)
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.[01]")
+_HEADER_LINE = re.compile(_TOKEN + rb":[\t\x20-\x7e\x80-\xff]*")
+_ALLOWED = ("GET", "HEAD")
+_LINGER = 1.0  # seconds to drain what a client still sends after our answer (see _answer)
+
+
+class _HttpError(Exception):
+    def __init__(self, status: HTTPStatus) -> None:
+        super().__init__(status.phrase)
+        self.status = status
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str] | None:
+    """The method and target of one request; None if the client sent nothing at all."""
+    lines: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            line = await reader.readline()
+        except ValueError:  # one line beyond the stream's limit
+            raise _HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE) from None
+        size += len(line)
+        if size > HEAD_LIMIT:
+            raise _HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+        if not line.endswith(b"\n"):
+            if not line and not lines:
+                return None
+            raise _HttpError(HTTPStatus.BAD_REQUEST)  # connection closed mid-head
+        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]  # bare LF, like http.server
+        if line:
+            lines.append(line)
+        elif lines:
+            break
+        # else: an empty line before the request line, which RFC 9112 says to ignore
+    request = _REQUEST_LINE.fullmatch(lines[0])
+    if request is None or not all(_HEADER_LINE.fullmatch(header) for header in lines[1:]):
+        raise _HttpError(HTTPStatus.BAD_REQUEST)
+    return request[1].decode("ascii"), request[2].decode("ascii")
+
+
+def _response(
+    status: HTTPStatus, body: bytes, content_type: str, *, head_only: bool = False
+) -> bytes:
+    headers = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    if status == HTTPStatus.METHOD_NOT_ALLOWED:
+        headers.append("Allow: " + ", ".join(_ALLOWED))
+    head = ("\r\n".join(headers) + "\r\n\r\n").encode("ascii")
+    return head if head_only else head + body
+
+
+def _error(status: HTTPStatus) -> bytes:
+    return _response(status, f"{status.value} {status.phrase}\n".encode(), "text/plain")
+
+
+def _route(metrics: Metrics, method: str, target: str) -> bytes:
+    if urlsplit(target).path != "/metrics":
+        return _response(
+            HTTPStatus.NOT_FOUND, b"Not found: metrics are at /metrics\n", "text/plain"
+        )
+    if method not in _ALLOWED:
+        return _error(HTTPStatus.METHOD_NOT_ALLOWED)
+    try:
+        body = metrics.render()
+    except Exception:  # a bug in a collector must cost one scrape, not the server
+        log.exception("metrics_render_failed")
+        return _error(HTTPStatus.INTERNAL_SERVER_ERROR)
+    return _response(HTTPStatus.OK, body, CONTENT_TYPE_LATEST, head_only=method == "HEAD")
+
+
+async def _answer(
+    metrics: Metrics,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    read_timeout: float,
+) -> None:
+    try:
+        try:
+            async with asyncio.timeout(read_timeout):
+                head = await _read_head(reader)
+        except TimeoutError:
+            response = _error(HTTPStatus.REQUEST_TIMEOUT)
+        except _HttpError as exc:
+            response = _error(exc.status)
+        else:
+            if head is None:
+                return
+            response = _route(metrics, *head)
+        writer.write(response)
+        async with asyncio.timeout(read_timeout):
+            await writer.drain()
+            # Closing with unread input makes the kernel send RST, which can destroy our answer
+            # before the client reads it (an oversized head); so half-close and drain briefly.
+            if writer.can_write_eof():
+                writer.write_eof()
+        async with asyncio.timeout(_LINGER):
+            while await reader.read(64 * 1024):
+                pass
+    except (ConnectionError, TimeoutError):
+        pass  # the client left or stalled: nothing more to tell it
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def serve_metrics(
+    metrics: Metrics, host: str, port: int, *, read_timeout: float = READ_TIMEOUT
+) -> asyncio.Server:
+    """Serve ``GET /metrics`` over HTTP/1.1 on the running loop, one request per connection.
+
+    Port 0 binds a free port (read it from ``server.sockets``). Other paths answer 404, other
+    methods 405, a malformed request 400, a head over ``HEAD_LIMIT`` bytes 431 and a client
+    slower than ``read_timeout`` seconds 408. The caller closes the returned server.
+    """
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _answer(metrics, reader, writer, read_timeout)
+
+    return await asyncio.start_server(handle, host, port, limit=HEAD_LIMIT)
