@@ -325,3 +325,58 @@ def test_channel_rules_reject_a_negative_lockout() -> None:
     """A negative lockout is a configuration error, not a silent zero."""
     with pytest.raises(DemandError, match="reset_lockout"):
         ChannelRules(UNITS["kWh"], 1.0, 60_000_000, 60_000_000, 0.0, -1)
+
+
+def test_skipping_an_unobserved_gap_equals_closing_every_boundary() -> None:
+    """skip_to on an offline channel leaves exactly the state of closing boundary by boundary."""
+    for gap in ("00:00:50", "00:02:00", "00:04:59", "00:05:00", "00:30:00", "23:00:00"):
+        twins = [Channel(rules(window="3min", slide="1min"), at("00:00:00")) for _ in range(2)]
+        for channel in twins:
+            channel.pulses(at("00:00:20"), 5)
+            channel.offline(at("00:00:40"))
+        slow, fast = twins
+        run_to(slow, at(gap))
+        slow.now = at(gap)
+        fast.skip_to(at(gap))
+        assert fast.state() == slow.state(), gap
+
+
+def test_only_an_offline_channel_can_skip() -> None:
+    """Skipping boundaries of an online channel would hide valid windows, so it is refused."""
+    channel = Channel(rules(), at("00:00:00"))
+    with pytest.raises(DemandError, match="offline"):
+        channel.skip_to(at("01:00:00"))
+
+
+def test_reconfigure_with_a_new_window_keeps_counts_and_peaks() -> None:
+    """A reload that changes the window restarts the window but keeps every count and total."""
+    channel = Channel(rules(window="2min"), at("00:00:00"))
+    channel.pulses(at("00:00:10"), 4)
+    run_to(channel, at("00:02:00"))
+    channel.reset(at("00:02:00"))
+    channel.pulses(at("00:02:10"), 1)
+    run_to(channel, at("00:04:00"))
+    before = channel.state()
+    channel.reconfigure(at("00:04:30"), rules(window="5min", slide="5min", scale=2.0))
+    after = channel.state()
+    assert (after.pulses_total, after.reset_count, after.cumulative_demand, after.peak_demand) == (
+        before.pulses_total,
+        before.reset_count,
+        before.cumulative_demand,
+        before.peak_demand,
+    )
+    assert channel.consumption == 5.0
+    assert len(after.window_intervals) == 1 and after.next_boundary == at("00:05:00")
+    readings = pulse(channel, at("00:05:30"), 3)
+    readings += run_to(channel, at("00:10:00"))
+    assert [r.demand for r in readings] == [None, 3 * 2.0 * 3600 / 300]
+
+
+def test_an_engine_can_be_built_over_restored_channels() -> None:
+    """Engine.of takes channels as they are and schedules from their next boundaries."""
+    a = Channel(rules(), at("00:00:00"))
+    a.pulses(at("00:00:30"), 2)
+    b = Channel(rules(slide="2min", window="2min"), at("00:00:00"))
+    engine = Engine.of({"a": a, "b": b}, at("00:00:40"))
+    assert engine.next_due == at("00:01:00")
+    assert [r.channel for r in engine.advance(at("00:02:00"))] == ["a", "a", "b"]

@@ -310,6 +310,33 @@ class Channel:
         self.scale_factor = scale_factor
         self._valid_from = max(self._valid_from, t)
 
+    def reconfigure(self, t: Instant, rules: ChannelRules) -> None:
+        """New rules from ``t`` on (a reload) that keep the channel's counts and reset totals.
+
+        A new scale factor alone is ``change_scale``. A new unit, window or slide restarts the
+        window: the first-window rule applies again from ``t``. pulses_total, consumption,
+        peak, previous peak, cumulative demand, reset count and the lockout clock are kept, so
+        a reload never loses a count or hides a reset.
+        """
+        self._check_time(t)
+        if rules == self.rules:
+            return
+        window_changed = (rules.unit, rules.window, rules.slide) != (
+            self.rules.unit,
+            self.rules.window,
+            self.rules.slide,
+        )
+        self.change_scale(t, rules.scale_factor)
+        self.rules = rules
+        if window_changed:
+            self._ring = [0] * rules.slides_per_window
+            self._ring_pos = 0
+            self._window_pulses = 0
+            self._open_interval = 0
+            self.next_boundary = next_boundary_after(t, rules.slide)
+            self._valid_from = max(self._valid_from, t)
+            self.demand = None
+
     # -- boundaries ---------------------------------------------------------------------------
 
     def close(self) -> Reading:
@@ -339,6 +366,29 @@ class Channel:
         else:
             self.demand = None
         return self.reading(b)
+
+    def skip_to(self, t: Instant) -> None:
+        """Pass every boundary b <= t without readings, while the channel is offline.
+
+        For a gap the gateway did not observe (downtime, a forward clock step): every window
+        in it is invalid anyway, so a long gap costs O(W/S), not one close per boundary.
+        """
+        if self._offline_since is None:
+            raise DemandError("only an offline channel can skip boundaries")
+        if t < self.now:
+            raise DemandError("cannot skip backwards in time")
+        if t >= self.next_boundary + self.rules.window:
+            # the whole window has left the gap behind: nothing in it can be counted
+            self._ring = [0] * self.rules.slides_per_window
+            self._ring_pos = 0
+            self._window_pulses = 0
+            self._open_interval = 0
+            self.next_boundary = next_boundary_after(t, self.rules.slide)
+            self.demand = None
+        else:
+            while self.next_boundary <= t:
+                self.close()
+        self.now = t
 
     # -- state --------------------------------------------------------------------------------
 

@@ -38,6 +38,16 @@ class Engine:
         self.now = start
         self.next_due = self._earliest_boundary()
 
+    @classmethod
+    def of(cls, channels: Mapping[str, Channel], now: Instant) -> Engine:
+        """An engine over existing channels (restored from state, or kept across a reload)."""
+        engine = cls({}, now)
+        engine.channels = dict(channels)
+        engine._order = list(engine.channels.items())
+        engine.now = max([now, *(channel.now for channel in engine.channels.values())])
+        engine.next_due = engine._earliest_boundary()
+        return engine
+
     def _earliest_boundary(self) -> Instant:
         if not self.channels:
             return 2**63  # no channel, no boundary: a sentinel later than any instant
@@ -71,6 +81,15 @@ class Engine:
             self.next_due = self._earliest_boundary()
         self.now = t
         return readings
+
+    def skip_to(self, t: Instant) -> None:
+        """Pass every boundary b <= t without readings; every channel must be offline."""
+        if t < self.now:
+            raise DemandError("cannot skip backwards in time")
+        for channel in self.channels.values():
+            channel.skip_to(t)
+        self.now = t
+        self.next_due = self._earliest_boundary()
 
     def pulses(self, channel_id: str, t: Instant, count: int) -> None:
         channel = self._channel(channel_id)
