@@ -56,7 +56,9 @@ def write_events(path: Path, days: int, channels: int, every: int) -> int:
             elif second_of_day == 3 * 3600 + 300:
                 out.write(f"{stamp},c0,online,42\n")
                 rows += 1
-            out.writelines(f"{stamp},{cid},pulses,{1 + (step + k) % 9}\n" for k, cid in enumerate(ids))
+            out.writelines(
+                f"{stamp},{cid},pulses,{1 + (step + k) % 9}\n" for k, cid in enumerate(ids)
+            )
             rows += channels
     return rows
 
@@ -74,8 +76,10 @@ def main() -> None:
         write_config(config, args.channels)
         began = time.perf_counter()
         rows = write_events(events, args.days, args.channels, args.every)
-        print(f"generated {rows:,} events ({events.stat().st_size / 2**20:.0f} MiB) "
-              f"in {time.perf_counter() - began:.1f} s")
+        print(
+            f"generated {rows:,} events ({events.stat().st_size / 2**20:.0f} MiB) "
+            f"in {time.perf_counter() - began:.1f} s"
+        )
 
         command = [sys.executable, "-m", "gateway.cli", "replay", "-c", str(config), str(events)]
         with output.open("w") as sink:

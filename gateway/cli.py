@@ -7,16 +7,24 @@ one line per problem on stderr, never a traceback (PRODUCT.md §3).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gateway import __version__
 from gateway.config import ConfigError, load_config
 from gateway.core import Instant, TimeSyntaxError, parse_instant
 from gateway.replay import ReplayError, replay
+from gateway.service import Gateway, GatewayError
+from gateway.store import Store, StoreError, format_resets
 
 EXIT_OK = 0
+EXIT_FAILED = 1  # the gateway could not run (state dir locked or damaged), or a checksum broke
 EXIT_BAD_INPUT = 2
+
+# `pulse-gateway run` with no -c: the demo in the checkout's config/ folder
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 
 
 def _instant(text: str) -> Instant:
@@ -33,6 +41,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pulse-gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the gateway daemon",
+        description="Run the gateway. With no -c it runs the bundled demo config: simulated "
+        "meters, everything on 127.0.0.1.",
+    )
+    run.add_argument("-c", "--config", metavar="FILE", help=f"config YAML (default: {DEMO_CONFIG})")
+
+    check = commands.add_parser(
+        "check", help="validate a config and print a summary (exit 0 valid, 2 invalid)"
+    )
+    check.add_argument("-c", "--config", required=True, metavar="FILE", help="config YAML")
+
+    resets = commands.add_parser(
+        "resets",
+        help="print the reset audit log and the checksum verdict per channel",
+        description="Print every logged reset attempt and check, per channel, that cumulative "
+        "demand equals the sum of logged previous peaks and reset_count the accepted resets. "
+        "Exit 1 when a checksum breaks.",
+    )
+    where = resets.add_mutually_exclusive_group(required=True)
+    where.add_argument("-c", "--config", metavar="FILE", help="config YAML (its state_dir)")
+    where.add_argument("--db", metavar="PATH", help="a gateway.db file")
 
     run_replay = commands.add_parser(
         "replay",
@@ -63,6 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return _replay(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "resets":
+            return _resets(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -70,10 +108,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReplayError as exc:
         print(f"pulse-gateway replay: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (StoreError, GatewayError) as exc:
+        print(f"pulse-gateway {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except BrokenPipeError:  # `replay ... | head` is normal use
         sys.stderr.close()
         return EXIT_OK
     raise AssertionError(f"unhandled command {args.command}")  # argparse allows no other
+
+
+def _check(args: argparse.Namespace) -> int:
+    print(load_config(args.config, purpose="run").summary())
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gateway.logging import configure
+
+    config = load_config(args.config or DEMO_CONFIG, purpose="run")
+    configure()
+    gateway = Gateway(config, live=sys.stdout.isatty())
+    try:
+        asyncio.run(gateway.run())
+    except OSError as exc:  # a listen address in use or not on this host
+        raise GatewayError(f"cannot start: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def _resets(args: argparse.Namespace) -> int:
+    if args.db is not None:
+        db = Path(args.db)
+    else:
+        config = load_config(args.config, purpose="run")
+        db = Path(config.gateway.state_dir) / "gateway.db"
+    with Store.open_readonly(db) as store:
+        verdicts = store.verdict()
+        print(format_resets(store.reset_log(), verdicts), end="")
+    return EXIT_OK if all(v.ok for v in verdicts) else EXIT_FAILED
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -2,36 +2,100 @@
 
 Field technicians edit this file on site, so every problem is reported at once, each as
 ``FILE:LINE:COL: key.path: message``, and nothing is half-loaded: ``load_config`` either returns
-a whole ``Config`` or raises ``ConfigError`` with the full list.
+a whole ``Config`` or raises ``ConfigError`` with the full list, sorted by place.
 
 PyYAML builds plain dicts and silently keeps the last of two equal keys, losing positions on the
 way. So the file is *composed* into nodes (which carry line and column), and this module walks
 the nodes itself: duplicate keys, unknown keys (with "did you mean"), wrong types and bad values
-are all caught with their place.
+are all caught with their place. The node reader and the per-source-type schema live in
+``gateway.config_sources``.
+
+Two purposes (PRODUCT.md §3):
+
+- ``replay`` reads what the demand rules need: ``channels:`` is required, a channel's
+  ``source`` may be left out, and the other sections are ignored (not even read), so a site's
+  real config replays even where its hardware part would not check out on this machine. Unknown
+  top-level and channel keys are still errors: a typo is never silently ignored.
+- ``run`` (``pulse-gateway run`` and ``check``) validates everything and requires what the
+  daemon needs: ``gateway`` (state_dir), ``bacnet`` (address, device_instance),
+  ``sources`` and a ``source`` per channel; ``metrics`` is optional (absent = no endpoint).
 """
 
 from __future__ import annotations
 
-import difflib
+import ipaddress
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Literal
+from zoneinfo import ZoneInfo, available_timezones
 
 import yaml
-import yaml.constructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, SequenceNode
 
-from gateway.core import UNITS, ChannelRules, Span, TimeSyntaxError, parse_duration
+from gateway.config_sources import (
+    ConfigError,
+    Entries,
+    GpioPoint,
+    GpioSource,
+    ModbusPoint,
+    ModbusRtuSource,
+    ModbusTcpSource,
+    PointConfig,
+    Problem,
+    Reader,
+    SimulatedPoint,
+    SimulatedSource,
+    SourceConfig,
+    check_shared_inputs,
+    describe_point,
+    describe_source,
+    did_you_mean,
+    join,
+    read_point,
+    read_sources,
+    show,
+)
+from gateway.core import UNITS, ChannelRules, Span, Unit, format_duration
 from gateway.core.timeline import MICROS_PER_SECOND
 
+__all__ = [
+    "BacnetSettings",
+    "ChannelConfig",
+    "Config",
+    "ConfigError",
+    "GatewaySettings",
+    "GpioPoint",
+    "GpioSource",
+    "MetricsSettings",
+    "ModbusPoint",
+    "ModbusRtuSource",
+    "ModbusTcpSource",
+    "PointConfig",
+    "Problem",
+    "SimulatedPoint",
+    "SimulatedSource",
+    "SourceConfig",
+    "load_config",
+    "parse_config",
+]
+
+type Purpose = Literal["replay", "run"]
+
 CHANNEL_ID = re.compile(r"[a-z0-9_]+")
+# The ImportID is a column of the EnergyCAP files (comma- and whitespace-separated).
+IMPORT_ID = re.compile(r"[^\s,\"']+")
 
 TOP_LEVEL_KEYS = ("schema", "gateway", "bacnet", "metrics", "sources", "channels")
-# Keys a channel may have. For replay only the demand keys are read; the rest are accepted and
-# left for the daemon (PRODUCT.md §3: "every other section and key is optional there and ignored").
+GATEWAY_KEYS = ("name", "state_dir", "timezone")
+BACNET_KEYS = ("address", "port", "device_instance", "device_name", "reset_allowed_from")
+METRICS_KEYS = ("listen",)
+SECTION_KEYS = {"gateway": GATEWAY_KEYS, "bacnet": BACNET_KEYS, "metrics": METRICS_KEYS}
 CHANNEL_KEYS = (
     "id",
     "import_id",
@@ -47,155 +111,218 @@ CHANNEL_KEYS = (
     "interval",
 )
 
+BACNET_PORT = 47808
+MAX_INSTANCE = 4194302  # 2**22 - 2: 4194303 is the "any instance" wildcard (ASHRAE 135 12.11)
+RESET_ALL_INSTANCE = 1  # binary-value 1 resets every channel (PRODUCT.md §5)
+OBJECTS_PER_CHANNEL = 6  # analog-inputs base+1..base+6 (and one binary-value at base+1)
+DEFAULT_INTERVAL: Span = 15 * 60 * MICROS_PER_SECOND
+DEFAULT_GATEWAY_NAME = "pulse-gateway"
+# Only exports and their file names use local time; UTC is the one zone that is never wrong by
+# a daylight-saving hour, and a site's zone is one line in the file.
+DEFAULT_TIMEZONE = "UTC"
+
 
 @dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a config file, with its place."""
+class GatewaySettings:
+    """The ``gateway:`` section; ``state_dir`` is absolute (relative = next to the config)."""
 
-    file: str
-    line: int
-    column: int
-    path: str
-    message: str
+    name: str
+    state_dir: Path
+    timezone: str
 
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.path}: {self.message}"
+    @property
+    def zone(self) -> ZoneInfo:
+        """The local time zone (interval export timestamps, daily export file names)."""
+        return ZoneInfo(self.timezone)
 
 
-class ConfigError(Exception):
-    """A config file that cannot be used; ``problems`` lists every reason."""
+@dataclass(frozen=True, slots=True)
+class BacnetSettings:
+    """The ``bacnet:`` section."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("\n".join(str(problem) for problem in problems))
-        self.problems = problems
+    address: IPv4Interface
+    port: int
+    device_instance: int
+    device_name: str
+    reset_allowed_from: tuple[IPv4Network, ...] = ()
+
+    @property
+    def bind(self) -> str:
+        """``ADDRESS/PREFIX:PORT``, the form a bacpypes3 NetworkPortObject takes."""
+        return f"{self.address}:{self.port}"
+
+    def may_reset(self, host: str | IPv4Address) -> bool:
+        """Whether a write from ``host`` may perform a reset (an empty list allows nobody)."""
+        try:
+            address = IPv4Address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.reset_allowed_from)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """The ``metrics:`` section: where ``/metrics`` is served."""
+
+    host: str
+    port: int
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelConfig:
-    """One channel: its identity and its demand rules."""
+    """One channel: identity, demand rules, input, BACnet and interval settings.
+
+    ``bacnet_instance_base`` is resolved by the loader (100 * k for the k-th channel unless set);
+    ``source`` is None only in a replay-purpose config.
+    """
 
     id: str
     import_id: str
     rules: ChannelRules
+    source: PointConfig | None = None
+    cov_increment: float = 0.0
+    bacnet_instance_base: int = 100
+    interval: Span = DEFAULT_INTERVAL
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """A validated configuration."""
+    """A validated configuration; the sections other than channels are None for replay."""
 
     path: str
+    gateway: GatewaySettings | None
+    bacnet: BacnetSettings | None
+    metrics: MetricsSettings | None
+    sources: tuple[SourceConfig, ...]
     channels: tuple[ChannelConfig, ...]
 
     def rules(self) -> dict[str, ChannelRules]:
         """Channel rules by id, in config order."""
         return {channel.id: channel.rules for channel in self.channels}
 
+    def source(self, source_id: str) -> SourceConfig:
+        """The source with id ``source_id`` (KeyError if there is none)."""
+        for source in self.sources:
+            if source.id == source_id:
+                return source
+        raise KeyError(source_id)
 
-class _Reader:
-    """Walks composed YAML nodes, collecting problems instead of stopping at the first."""
+    @property
+    def bacnet_object_count(self) -> int:
+        """Device + 6 analog-inputs and a reset binary-value per channel + reset_all."""
+        return 1 + (OBJECTS_PER_CHANNEL + 1) * len(self.channels) + 1
 
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[Problem] = []
-        self._constructor = yaml.constructor.SafeConstructor()
-
-    def problem(self, node: Node, path: str, message: str) -> None:
-        mark = node.start_mark
-        self.problems.append(Problem(self.file, mark.line + 1, mark.column + 1, path, message))
-
-    def mapping(
-        self, node: Node, path: str, known: tuple[str, ...]
-    ) -> dict[str, tuple[Node, Node]] | None:
-        """The entries of a mapping node by key; reports duplicates and unknown keys."""
-        if not isinstance(node, MappingNode):
-            self.problem(node, path, f"expected a mapping (key: value lines), found {_kind(node)}")
-            return None
-        entries: dict[str, tuple[Node, Node]] = {}
-        for key_node, value_node in node.value:
-            key = self.scalar(key_node) if isinstance(key_node, ScalarNode) else None
-            if not isinstance(key, str):
-                self.problem(key_node, path, f"keys must be names, not {_kind(key_node)}")
-                continue
-            where = _join(path, key)
-            if key in entries:
-                first = entries[key][0].start_mark.line + 1
-                self.problem(key_node, where, f"duplicate key (first given on line {first})")
-                continue
-            if key not in known:
-                self.problem(key_node, where, f"unknown key{_did_you_mean(key, known)}")
-                continue
-            entries[key] = (key_node, value_node)
-        return entries
-
-    def scalar(self, node: ScalarNode) -> Any:
-        return self._constructor.construct_object(node)
-
-    def value(
-        self,
-        entries: dict[str, tuple[Node, Node]],
-        owner: Node,
-        path: str,
-        key: str,
-        read: Callable[[Node, str], Any],
-        *,
-        default: Any = None,
-        required: bool = False,
-    ) -> Any:
-        """Read ``key`` from ``entries`` with ``read``; None when it is missing or bad."""
-        if key not in entries:
-            if required:
-                self.problem(owner, _join(path, key), "required key is missing")
-            return default
-        return read(entries[key][1], _join(path, key))
-
-    # -- typed readers: each returns None after reporting a problem ----------------------------
-
-    def number(self, node: Node, path: str) -> float | None:
-        value = self.scalar(node) if isinstance(node, ScalarNode) else None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(node, path, f"expected a number, found {_show(node)}")
-            return None
-        if not math.isfinite(value):
-            self.problem(node, path, "expected a finite number")
-            return None
-        return float(value)
-
-    def duration(self, node: Node, path: str) -> Span | None:
-        value = self.scalar(node) if isinstance(node, ScalarNode) else None
-        try:
-            return parse_duration(value)
-        except TimeSyntaxError as exc:
-            self.problem(node, path, str(exc))
-            return None
-
-    def text(self, node: Node, path: str) -> str | None:
-        value = self.scalar(node) if isinstance(node, ScalarNode) else None
-        if not isinstance(value, str) or not value:
-            hint = (
-                f" (quote it: '{node.value}')"
-                if isinstance(node, ScalarNode) and node.value
-                else ""
+    def summary(self) -> str:
+        """What ``pulse-gateway check`` prints for a valid file."""
+        head = f"OK {self.path}: {_count(len(self.channels), 'channel')}"
+        if self.gateway is not None:
+            head += f", {_count(len(self.sources), 'source')}"
+        if self.bacnet is not None:
+            head += (
+                f", {self.bacnet_object_count} BACnet objects "
+                f"(device {self.bacnet.device_instance} at {self.bacnet.bind})"
             )
-            self.problem(node, path, f"expected text, found {_show(node)}{hint}")
-            return None
-        return value
+        lines = [head]
+        if self.gateway is not None:
+            metrics = f"metrics at {self.metrics.listen}" if self.metrics else "no metrics"
+            lines.append(
+                f"  gateway {self.gateway.name!r}: state in {self.gateway.state_dir}, "
+                f"timezone {self.gateway.timezone}, {metrics}"
+            )
+        if self.bacnet is not None:
+            allowed = ", ".join(map(str, self.bacnet.reset_allowed_from)) or "nobody"
+            lines.append(f"  bacnet {self.bacnet.device_name!r}: resets allowed from {allowed}")
+        lines.extend(f"  source {source.id}: {describe_source(source)}" for source in self.sources)
+        for channel in self.channels:
+            rules = channel.rules
+            base = channel.bacnet_instance_base
+            line = (
+                f"  channel {channel.id}: {rules.unit.name}, "
+                f"window {format_duration(rules.window)} / slide {format_duration(rules.slide)}, "
+                f"interval {format_duration(channel.interval)}"
+            )
+            if self.bacnet is not None:
+                line += f", BACnet {base + 1}..{base + OBJECTS_PER_CHANNEL}"
+            if channel.source is not None:
+                line += f", source {describe_point(channel.source)}"
+            lines.append(line)
+        return "\n".join(lines)
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, *, purpose: Purpose = "replay") -> Config:
     """Read and validate a config file; raise ``ConfigError`` listing every problem."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors add one) is not part of the YAML.
+        text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError([Problem(file, 1, 1, "(file)", f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError:
         raise ConfigError([Problem(file, 1, 1, "(file)", "not UTF-8 text")]) from None
-    return parse_config(text, file)
+    return parse_config(text, file, purpose=purpose)
 
 
-def parse_config(text: str, file: str = "<config>") -> Config:
-    """Validate config ``text``; ``file`` names it in messages."""
-    reader = _Reader(file)
+def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "replay") -> Config:
+    """Validate config ``text`` for ``purpose``; ``file`` names it in messages.
+
+    A relative ``state_dir`` is resolved against the directory of ``file``.
+    """
+    if purpose not in ("replay", "run"):
+        raise ValueError(f"purpose must be 'replay' or 'run', not {purpose!r}")
+    root = _compose(text, file)
+    reader = Reader(file)
+    top = reader.entries(root, "", TOP_LEVEL_KEYS)
+    if top is None:
+        raise ConfigError(reader.problems)
+    schema_node = top.value_node("schema")
+    if schema_node is not None:
+        before = len(reader.problems)
+        schema = reader.scalar(schema_node, "schema")
+        if len(reader.problems) == before and (schema != 1 or isinstance(schema, bool)):
+            top.problem("schema", f"this gateway reads schema 1, not {show(schema_node)}")
+
+    run = purpose == "run"
+    gateway = bacnet = metrics = None
+    sources: list[SourceConfig] = []
+    types: dict[str, str | None] = {}
+    if run:  # replay ignores these sections (module docstring)
+        for key in ("gateway", "bacnet", "sources"):
+            if key not in top:
+                reader.problem(root, key, "required section is missing")
+        gateway = _section(top, "gateway", partial(_gateway, base_dir=Path(file).parent))
+        bacnet = _section(top, "bacnet", _bacnet)
+        metrics = _section(top, "metrics", _metrics)
+        sources_node = top.value_node("sources")
+        if sources_node is not None:
+            sources, types = read_sources(reader, sources_node)
+            if isinstance(sources_node, SequenceNode) and not sources_node.value:
+                top.problem("sources", "at least one source is needed")
+
+    channels_node = top.value_node("channels")
+    if channels_node is None:
+        reader.problem(root, "channels", "required key is missing")
+        drafts: list[_Draft] = []
+    else:
+        drafts = _channels(reader, channels_node, types if run else None)
+    _check_import_ids(reader, drafts)
+    if run:
+        _check_bacnet_instances(reader, drafts)
+        points = [draft.point for draft in drafts if draft.point is not None]
+        check_shared_inputs(reader, points, {source.id: source for source in sources})
+    if reader.problems:
+        # Sorted by place: cross-checks run after the walk but belong where the file says.
+        raise ConfigError(sorted(reader.problems, key=lambda p: (p.line, p.column)))
+    channels = tuple(draft.config for draft in drafts if draft.config is not None)
+    return Config(file, gateway, bacnet, metrics, tuple(sources), channels)
+
+
+def _compose(text: str, file: str) -> Node:
+    """The YAML node tree of ``text``; syntax problems raise at once (nothing else is known)."""
     tabs = [
         Problem(
             file,
@@ -215,142 +342,337 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = f"YAML syntax: {exc.problem or exc.context}"
+        opened = exc.context_mark
+        if exc.problem and exc.context and opened and opened.line + 1 != line:
+            # An unclosed bracket is found where the parser gives up; say where it began.
+            message += f" ({exc.context} on line {opened.line + 1})"
         raise ConfigError([Problem(file, line, column, "(syntax)", message)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, 1, 1, "(syntax)", f"YAML syntax: {exc}")]) from None
     if root is None:
         raise ConfigError([Problem(file, 1, 1, "(file)", "empty: expected a 'channels:' list")])
-    top = reader.mapping(root, "", TOP_LEVEL_KEYS)
-    channels: list[ChannelConfig] = []
-    if top is not None:
-        if "schema" in top:
-            schema_node = top["schema"][1]
-            schema = reader.scalar(schema_node) if isinstance(schema_node, ScalarNode) else None
-            if schema != 1 or isinstance(schema, bool):
-                reader.problem(
-                    schema_node, "schema", f"this gateway reads schema 1, not {_show(schema_node)}"
-                )
-        if "channels" not in top:
-            reader.problem(root, "channels", "required key is missing")
-        else:
-            channels = _channels(reader, top["channels"][1])
-    if reader.problems:
-        raise ConfigError(reader.problems)
-    return Config(file, tuple(channels))
+    return root
 
 
-def _channels(reader: _Reader, node: Node) -> list[ChannelConfig]:
-    if not isinstance(node, SequenceNode):
-        reader.problem(node, "channels", f"expected a list of channels, found {_kind(node)}")
-        return []
-    if not node.value:
-        reader.problem(node, "channels", "at least one channel is needed")
-    channels: list[ChannelConfig] = []
-    first_line: dict[str, int] = {}
-    for index, item in enumerate(node.value):
-        channel = _channel(reader, item, f"channels[{index}]")
-        if channel is None:
-            continue
-        if channel.id in first_line:
-            reader.problem(
-                item,
-                f"channels[{index}].id",
-                f"duplicate channel id {channel.id!r} (first on line {first_line[channel.id]})",
-            )
-            continue
-        first_line[channel.id] = item.start_mark.line + 1
-        channels.append(channel)
-    return channels
+# -- sections ---------------------------------------------------------------------------------
 
 
-def _channel(reader: _Reader, node: Node, path: str) -> ChannelConfig | None:
-    entries = reader.mapping(node, path, CHANNEL_KEYS)
-    if entries is None:
+def _section[T](top: Entries, key: str, read: Callable[[Entries], T | None]) -> T | None:
+    node = top.value_node(key)
+    if node is None:
         return None
-    before = len(reader.problems)
+    entries = top.reader.entries(node, key, SECTION_KEYS[key])
+    return None if entries is None else read(entries)
 
-    channel_id = reader.value(entries, node, path, "id", reader.text, required=True)
-    if channel_id is not None and not CHANNEL_ID.fullmatch(channel_id):
+
+def _gateway(entries: Entries, base_dir: Path) -> GatewaySettings | None:
+    reader = entries.reader
+    name = entries.get("name", reader.text, DEFAULT_GATEWAY_NAME)
+    state_dir = entries.get("state_dir", partial(_state_dir, reader, base_dir), required=True)
+    timezone = entries.get("timezone", partial(_timezone, reader), DEFAULT_TIMEZONE)
+    if name is None or state_dir is None or timezone is None:
+        return None
+    return GatewaySettings(name, state_dir, timezone)
+
+
+def _state_dir(reader: Reader, base_dir: Path, node: Node, path: str) -> Path | None:
+    text = reader.text(node, path)
+    if text is None:
+        return None
+    if text.startswith("~"):
+        # The daemon runs as a service user whose home is not the technician's.
+        reader.problem(node, path, "write the full path: ~ is not expanded")
+        return None
+    # Relative to the config file, not to whatever directory the daemon was started in.
+    return Path(os.path.normpath((base_dir / text).absolute()))
+
+
+def _timezone(reader: Reader, node: Node, path: str) -> str | None:
+    name = reader.text(node, path)
+    if name is None:
+        return None
+    try:
+        ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        hint = did_you_mean(name, sorted(available_timezones()))
+        message = f"unknown timezone {name!r}{hint}: use an IANA name like America/New_York"
+        reader.problem(node, path, message)
+        return None
+    return name
+
+
+def _bacnet(entries: Entries) -> BacnetSettings | None:
+    reader = entries.reader
+    address = entries.get("address", partial(_interface, reader), required=True)
+    port = entries.get("port", partial(reader.integer, low=1, high=65535), BACNET_PORT)
+    read_instance = partial(reader.integer, low=0, high=MAX_INSTANCE)
+    instance = entries.get("device_instance", read_instance, required=True)
+    # Device names must be unique on the BACnet internetwork; the instance has to be already.
+    name = entries.get("device_name", reader.text, f"pulse-gateway {instance}")
+    allowed = entries.get("reset_allowed_from", partial(_networks, reader), ())
+    if address is None or port is None or instance is None or name is None or allowed is None:
+        return None
+    return BacnetSettings(address, port, instance, name, allowed)
+
+
+def _interface(reader: Reader, node: Node, path: str) -> IPv4Interface | None:
+    text = reader.text(node, path)
+    if text is None:
+        return None
+    if "/" not in text:
         reader.problem(
-            entries["id"][1],
-            _join(path, "id"),
-            f"{channel_id!r}: use lower-case letters, digits and _ only",
+            node,
+            path,
+            f"{text!r}: add the prefix length, like 192.168.1.50/24 "
+            "(BACnet broadcasts go to the subnet it defines)",
         )
-    import_id = reader.value(entries, node, path, "import_id", reader.text, default=channel_id)
+        return None
+    try:
+        interface = IPv4Interface(text)
+    except ValueError as exc:
+        reader.problem(node, path, f"not an IPv4 address/prefix: {exc}")
+        return None
+    ip, network = interface.ip, interface.network
+    if ip.is_unspecified or ip.is_multicast:
+        reader.problem(node, path, f"{ip} cannot be bound: use this host's own address")
+        return None
+    if network.prefixlen <= 30 and ip in (network.network_address, network.broadcast_address):
+        which = "network" if ip == network.network_address else "broadcast"
+        message = f"{ip} is the {which} address of {network}: use this host's own address"
+        reader.problem(node, path, message)
+        return None
+    return interface
 
-    unit = None
-    unit_name = reader.value(entries, node, path, "unit", reader.text, required=True)
-    if unit_name is not None:
-        unit = UNITS.get(unit_name)
-        if unit is None:
-            reader.problem(
-                entries["unit"][1],
-                _join(path, "unit"),
-                f"unknown unit {unit_name!r}{_did_you_mean(unit_name, tuple(UNITS))}; "
-                f"allowed: {', '.join(UNITS)}",
-            )
 
-    scale = reader.value(entries, node, path, "scale_factor", reader.number, required=True)
-    if scale is not None and scale <= 0:
+def _networks(reader: Reader, node: Node, path: str) -> tuple[IPv4Network, ...] | None:
+    items = reader.sequence(node, path, "IPv4 networks like 192.168.1.0/24 ([] = nobody)")
+    if items is None:
+        return None
+    networks: list[IPv4Network] = []
+    for index, item in enumerate(items):
+        where = f"{path}[{index}]"
+        text = reader.text(item, where)
+        if text is None:
+            continue
+        try:
+            networks.append(IPv4Network(text))
+        except ValueError as exc:
+            if "host bits set" in str(exc):
+                # An allow-list must say exactly whom it allows: do not guess which was meant.
+                loose, host = IPv4Network(text, strict=False), text.split("/")[0]
+                message = f"{text!r} has host bits set: write {loose} or {host}/32"
+            else:
+                message = f"not an IPv4 network: {exc}"
+            reader.problem(item, where, message)
+    return tuple(networks) if len(networks) == len(items) else None
+
+
+def _metrics(entries: Entries) -> MetricsSettings | None:
+    listen = entries.get("listen", partial(_listen, entries.reader), required=True)
+    return None if listen is None else MetricsSettings(*listen)
+
+
+def _listen(reader: Reader, node: Node, path: str) -> tuple[str, int] | None:
+    text = reader.text(node, path)
+    if text is None:
+        return None
+    host, colon, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    try:
+        address = ipaddress.ip_address(host) if colon else None
+    except ValueError:
+        address = None
+    if address is None or (address.version == 6) != bracketed:
         reader.problem(
-            entries["scale_factor"][1],
-            _join(path, "scale_factor"),
-            "must be greater than 0 (consumption units per pulse)",
+            node,
+            path,
+            f"{text!r}: expected IP:PORT like 127.0.0.1:9842 "
+            "(0.0.0.0 listens on every interface; IPv6 quoted in brackets, like '[::1]:9842')",
         )
-    window = reader.value(entries, node, path, "demand_window", reader.duration, required=True)
-    slide = reader.value(entries, node, path, "demand_slide", reader.duration, required=True)
+        return None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        reader.problem(node, path, f"port {port!r} must be a whole number from 1 to 65535")
+        return None
+    return str(address), int(port)
+
+
+# -- channels ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A channel as read, with the places cross-checks point at (config None if broken)."""
+
+    path: str
+    node: Node
+    entries: Entries
+    base: int | None  # resolved, None if it was bad
+    config: ChannelConfig | None = None
+
+    @property
+    def point(self) -> tuple[str, Node, PointConfig] | None:
+        """The channel's input with its place, when the whole channel is sound."""
+        point_node = self.entries.value_node("source")
+        if self.config is None or self.config.source is None or point_node is None:
+            return None
+        return join(self.path, "source"), point_node, self.config.source
+
+
+def _channels(reader: Reader, node: Node, types: dict[str, str | None] | None) -> list[_Draft]:
+    """The ``channels:`` list; ``types`` (source id -> type) is None for replay."""
+    items = reader.sequence(node, "channels", "channels")
+    if items is None:
+        return []
+    if not items:
+        reader.problem(node, "channels", "at least one channel is needed")
+    drafts: list[_Draft] = []
+    first_line: dict[str, int] = {}
+    for index, item in enumerate(items):
+        entries = reader.entries(item, f"channels[{index}]", CHANNEL_KEYS)
+        if entries is None:
+            continue
+        before = len(reader.problems)
+        channel_id = entries.get("id", reader.text, required=True)
+        if channel_id is not None and not CHANNEL_ID.fullmatch(channel_id):
+            entries.problem("id", f"{channel_id!r}: use lower-case letters, digits and _ only")
+            channel_id = None
+        if channel_id in first_line:
+            first = first_line[channel_id]
+            entries.problem("id", f"duplicate channel id {channel_id!r} (first on line {first})")
+        elif channel_id is not None:
+            first_line[channel_id] = entries.key_line("id")
+        draft = _channel(entries, index, channel_id, types)
+        if len(reader.problems) > before:
+            draft.config = None
+        drafts.append(draft)
+    return drafts
+
+
+def _channel(
+    entries: Entries, index: int, channel_id: str | None, types: dict[str, str | None] | None
+) -> _Draft:
+    reader = entries.reader
+    import_id = entries.get("import_id", partial(_import_id, reader), channel_id)
+    unit = entries.get("unit", partial(_unit, reader), required=True)
+    scale = entries.get("scale_factor", partial(reader.number, above=0), required=True)
+    window = entries.get("demand_window", reader.duration, required=True)
+    slide = entries.get("demand_slide", reader.duration, required=True)
     if slide is not None and (slide < MICROS_PER_SECOND or slide % MICROS_PER_SECOND):
-        reader.problem(
-            entries["demand_slide"][1],
-            _join(path, "demand_slide"),
-            "must be a whole number of seconds, at least 1s",
-        )
+        entries.problem("demand_slide", "must be a whole number of seconds, at least 1s")
         slide = None
     if window is not None and slide is not None and (window <= 0 or window % slide):
-        reader.problem(
-            entries["demand_window"][1],
-            _join(path, "demand_window"),
-            "must be a positive whole multiple of demand_slide",
-        )
-    initial = reader.value(entries, node, path, "initial_reading", reader.number, default=0.0)
-    lockout = reader.value(entries, node, path, "reset_lockout", reader.duration, default=0)
+        message = f"must be a positive whole multiple of demand_slide ({format_duration(slide)})"
+        entries.problem("demand_window", message)
+        window = None
+    initial = entries.get("initial_reading", reader.number, 0.0)
+    lockout = entries.get("reset_lockout", reader.duration, 0)
+    interval = entries.get("interval", reader.duration, _default_interval(slide))
+    if interval is not None and slide is not None and (interval <= 0 or interval % slide):
+        message = f"must be a positive whole multiple of demand_slide ({format_duration(slide)})"
+        entries.problem("interval", message)
+        interval = None
+    cov = entries.get("cov_increment", partial(reader.number, at_least=0), 0.0)
+    read_base = partial(reader.integer, low=0, high=MAX_INSTANCE - OBJECTS_PER_CHANNEL)
+    base = entries.get("bacnet_instance_base", read_base, 100 * (index + 1))
+    draft = _Draft(entries.path, entries.node, entries, base)
 
-    if len(reader.problems) > before or None in (
-        channel_id,
-        import_id,
-        unit,
-        scale,
-        window,
-        slide,
-        initial,
-        lockout,
-    ):
+    point: PointConfig | None = None
+    if types is not None:  # run: every channel counts the pulses of a source
+        point_node = entries.value_node("source")
+        if point_node is None:
+            entries.problem("source", "required key is missing")
+            return draft
+        point = read_point(reader, point_node, join(entries.path, "source"), types)
+    values = (channel_id, import_id, unit, scale, window, slide, initial, lockout, interval, cov)
+    if None in values or base is None or (types is not None and point is None):
+        return draft
+    rules = ChannelRules(unit, scale, window, slide, initial, lockout)  # all checked above
+    draft.config = ChannelConfig(channel_id, import_id, rules, point, cov, base, interval)
+    return draft
+
+
+def _default_interval(slide: Span | None) -> Span:
+    """15 minutes, or the shortest span that is a multiple of both 15 minutes and the slide.
+
+    Interval records must hold whole slides (PRODUCT.md §7); a 10-minute slide gets 30 minutes
+    rather than an error for a key the file never set, and intervals stay on quarter hours.
+    """
+    return DEFAULT_INTERVAL if not slide else math.lcm(DEFAULT_INTERVAL, slide)
+
+
+def _unit(reader: Reader, node: Node, path: str) -> Unit | None:
+    name = reader.text(node, path)
+    if name is None:
         return None
-    assert unit is not None and scale is not None  # narrowed by the check above
-    rules = ChannelRules(unit, scale, window, slide, initial, lockout)
-    return ChannelConfig(channel_id, import_id, rules)
+    unit = UNITS.get(name)
+    if unit is None:
+        hint = did_you_mean(name, tuple(UNITS))
+        reader.problem(node, path, f"unknown unit {name!r}{hint}; allowed: {', '.join(UNITS)}")
+    return unit
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+def _import_id(reader: Reader, node: Node, path: str) -> str | None:
+    value = reader.text(node, path)
+    if value is not None and not IMPORT_ID.fullmatch(value):
+        message = f"{value!r}: no spaces, commas or quotes (it is a column of the export files)"
+        reader.problem(node, path, message)
+        return None
+    return value
 
 
-def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _check_import_ids(reader: Reader, drafts: list[_Draft]) -> None:
+    """One EnergyCAP ImportID per unit: two such channels would write the same export rows."""
+    seen: dict[tuple[str, str], _Draft] = {}
+    for draft in drafts:
+        if draft.config is None:
+            continue
+        key = (draft.config.import_id, draft.config.rules.unit.name)
+        if key not in seen:
+            seen[key] = draft
+            continue
+        first = seen[key]
+        where = "import_id" if "import_id" in draft.entries else "id"
+        reader.problem(
+            draft.entries.value_node(where) or draft.node,
+            join(draft.path, "import_id"),
+            f"import_id {key[0]!r} with unit {key[1]} is already used by {first.path} "
+            f"(line {first.node.start_mark.line + 1}): their export rows would collide",
+        )
 
 
-def _kind(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    return _show(node)
+def _check_bacnet_instances(reader: Reader, drafts: list[_Draft]) -> None:
+    """Channel objects must not share an instance with another channel's or with reset_all."""
+    placed: list[tuple[_Draft, int]] = []
+    for draft in drafts:
+        if draft.base is None:
+            continue
+        if draft.base + 1 == RESET_ALL_INSTANCE:
+            message = f"binary-value {RESET_ALL_INSTANCE} is reset_all: use a base of 1 or more"
+            draft.entries.problem("bacnet_instance_base", message)
+            continue
+        for other, other_base in placed:
+            if abs(draft.base - other_base) >= OBJECTS_PER_CHANNEL:
+                continue
+            # Point at an explicit base: defaults (100 apart) cannot be the mistake.
+            pairs = [(draft, draft.base), (other, other_base)]
+            if "bacnet_instance_base" not in draft.entries:
+                pairs.reverse()
+            (culprit, base), (victim, victim_base) = pairs
+            culprit.entries.problem(
+                "bacnet_instance_base",
+                f"objects {_instances(base)} overlap {_instances(victim_base)} of {victim.path} "
+                f"(line {victim.node.start_mark.line + 1}); "
+                f"bases must be at least {OBJECTS_PER_CHANNEL} apart",
+            )
+            break
+        else:
+            placed.append((draft, draft.base))
 
 
-def _show(node: Node) -> str:
-    if not isinstance(node, ScalarNode):
-        return _kind(node)
-    if node.value == "" and node.tag.endswith(":null"):
-        return "nothing"
-    return repr(node.value)
+def _instances(base: int) -> str:
+    return f"{base + 1}..{base + OBJECTS_PER_CHANNEL}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

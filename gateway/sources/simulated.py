@@ -52,8 +52,8 @@ class _Meter:
         return count
 
 
-class SimulatedSource:
-    """Simulated meters on one source id."""
+class Simulator:
+    """The simulated meters of one source id (config: gateway.config.SimulatedSource)."""
 
     def __init__(
         self, source_id: str, meters: Mapping[str, SimulatedMeter], seed: int | None = None

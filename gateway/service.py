@@ -1,0 +1,492 @@
+"""The gateway's lifecycle: start, reload and stop, on one asyncio loop.
+
+Data flows one way: sources -> engine -> (store, metrics, and BACnet from issue 4). This module
+is the only place that wires them:
+
+- **start**: open the state store (which locks the state dir), restore every channel exactly,
+  count the downtime as an outage (PRODUCT.md §2), start the metrics endpoint, the sources and
+  the boundary tick.
+- **run**: sources report to this object (it is their ``PulseSink``); each report is stamped
+  with the timeline and fed to the engine after every boundary before it is closed. The tick
+  closes boundaries at wall-clock multiples of each slide and checkpoints every second and at
+  every boundary.
+- **reload** (SIGHUP): a new config is validated first; an invalid one is refused and logged and
+  the running config stays. Unchanged channels keep everything; changed ones are reconfigured
+  (gateway.core.Channel.reconfigure); sources and the metrics endpoint restart only if theirs
+  changed.
+- **stop** (SIGTERM/SIGINT): stop the sources, close the boundaries due, write a final
+  checkpoint, release the state dir. A second signal exits at once.
+
+Signal handlers only set flags (events); the work happens in ``run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.clock import Step, Timeline
+from gateway.config import Config, ConfigError, load_config
+from gateway.core import Channel, ChannelReading, Engine, Instant, ResetOutcome, Unit
+from gateway.logging import get_logger
+from gateway.metrics import Metrics, serve_metrics
+from gateway.sources import Source
+from gateway.sources.simulated import SimulatedMeter, Simulator
+from gateway.store import Store
+
+CHECKPOINT_EVERY_US = 1_000_000
+STOP_TIMEOUT_S = 4.0  # the whole stop must fit in 5 s (issue 3)
+SOURCE_RESTART_S = 5.0
+
+log = get_logger("service")
+
+
+class GatewayError(Exception):
+    """A condition that stops the gateway from starting; the message says what to do."""
+
+
+@dataclass
+class _Status:
+    """Live facts about the running gateway that are not demand state."""
+
+    sources_up: dict[str, bool] = field(default_factory=dict)
+    rejections: dict[tuple[str, str], int] = field(default_factory=dict)
+    boundary_lag_s: float = 0.0
+    last_checkpoint: Instant = 0
+
+
+def build_sources(config: Config) -> list[Source]:
+    """One running source object per configured source that has channels."""
+    sources: list[Source] = []
+    for source in config.sources:
+        points = {c.id: c.source for c in config.channels if c.source and c.source.id == source.id}
+        if not points:
+            continue
+        if source.type == "simulated":
+            meters = {
+                channel: SimulatedMeter(point.rate, point.mode) for channel, point in points.items()
+            }
+            sources.append(Simulator(source.id, meters, seed=source.seed))
+        else:
+            raise GatewayError(
+                f"source {source.id!r}: type {source.type} is not available in this version"
+            )
+    return sources
+
+
+class Gateway:
+    """One running gateway."""
+
+    def __init__(self, config: Config, *, timeline: Timeline | None = None, live: bool = False):
+        self.config = config
+        self.timeline = timeline or Timeline()
+        self.live = live  # a person is watching: one compact line per channel each slide
+        self.status = _Status()
+        self.store: Store | None = None
+        self.engine: Engine | None = None
+        self.metrics = Metrics(self)
+        self.metrics_server: asyncio.Server | None = None
+        self._source_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tick_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._held = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open state, restore channels, start metrics, sources and the tick."""
+        self.store = Store.open(self.config.gateway.state_dir)
+        try:
+            self.engine = self._restore()
+            self._checkpoint(self.engine.now)
+            await self._start_metrics()
+            self._start_sources()
+        except BaseException:
+            self.store.close()
+            raise
+        self._tick_task = asyncio.create_task(self._tick(), name="tick")
+        log.info(
+            "gateway_started",
+            name=self.config.gateway.name,
+            channels=len(self.config.channels),
+            state_dir=str(self.config.gateway.state_dir),
+            metrics_port=self.metrics_port,
+        )
+
+    async def run(self) -> None:
+        """Start, serve until asked to stop (reloading on request), then stop."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        try:
+            await self.start()
+            log.info("gateway_ready", metrics_port=self.metrics_port)
+            while not self._stop.is_set():
+                stop = asyncio.create_task(self._stop.wait())
+                reload = asyncio.create_task(self._reload.wait())
+                await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                reload.cancel()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self.reload()
+        finally:
+            await self.stop()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _on_stop_signal(self) -> None:
+        if self._stop.is_set():  # a second signal: the operator means it
+            log.warning("gateway_forced_exit")
+            sys.exit(1)
+        log.info("gateway_stopping")
+        self._stop.set()
+
+    async def stop(self) -> None:
+        """Stop tasks, close the boundaries due, checkpoint, release the state dir."""
+        if self.store is None:
+            return
+        tasks = [*self._source_tasks.values(), *([self._tick_task] if self._tick_task else [])]
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True), timeout=STOP_TIMEOUT_S / 2
+            )
+        await self._stop_metrics()
+        if self.engine is not None:
+            self._checkpoint(self._now())
+        self.store.close()
+        self.store = None
+        log.info("gateway_stopped")
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def _restore(self) -> Engine:
+        """Channels as saved (exactly), the downtime as an outage, new channels offline."""
+        assert self.store is not None
+        saved = self.store.load()
+        restored: dict[str, Channel] = {}
+        if saved is not None:
+            for channel_config in self.config.channels:
+                entry = saved.channels.get(channel_config.id)
+                if entry is not None:
+                    restored[channel_config.id] = Channel.restore(entry.rules, entry.state)
+        latest = max([saved.saved_at if saved else 0, *(c.now for c in restored.values())])
+        now = self.timeline.hold_until(latest)
+        self._held = self.timeline.held
+        channels: dict[str, Channel] = {}
+        for channel_config in self.config.channels:
+            channel = restored.get(channel_config.id)
+            if channel is None:
+                channel = Channel(channel_config.rules, now)
+                channel.offline(now)
+            else:
+                assert saved is not None
+                # offline from the last moment the old process was alive (§2 outage rule)
+                down = max(channel.now, min(saved.saved_at, channel.next_boundary - 1))
+                channel.offline(down)
+                channel.skip_to(now)
+                channel.reconfigure(now, channel_config.rules)
+                log.info(
+                    "channel_restored",
+                    channel=channel_config.id,
+                    pulses_total=channel.pulses_total,
+                    downtime_s=round((now - saved.saved_at) / 1e6, 3),
+                )
+            channels[channel_config.id] = channel
+        return Engine.of(channels, now)
+
+    async def _start_metrics(self) -> None:
+        listen = self.config.metrics
+        if listen is not None:
+            self.metrics_server = await serve_metrics(self.metrics, listen.host, listen.port)
+
+    async def _stop_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.metrics_server.wait_closed(), timeout=1.0)
+            self.metrics_server = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        if self.metrics_server is None or not self.metrics_server.sockets:
+            return None
+        return int(self.metrics_server.sockets[0].getsockname()[1])
+
+    def _start_sources(self) -> None:
+        for source in build_sources(self.config):
+            self.status.sources_up.setdefault(source.id, False)
+            self._source_tasks[source.id] = asyncio.create_task(
+                self._keep_running(source), name=f"source:{source.id}"
+            )
+
+    async def _keep_running(self, source: Source) -> None:
+        """Run a source; if it fails, mark it down and start it again after a pause."""
+        while True:
+            try:
+                await source.run(self)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a source bug or device error must not stop the gateway
+                log.error("source_failed", source=source.id, error=repr(exc))
+                self.source_down(source.id)
+                await asyncio.sleep(SOURCE_RESTART_S)
+
+    async def _stop_sources(self) -> None:
+        tasks = list(self._source_tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._source_tasks.clear()
+
+    # -- time and boundaries ----------------------------------------------------------------
+
+    def _now(self) -> Instant:
+        """The current instant, after closing every boundary up to it (and handling steps)."""
+        assert self.engine is not None
+        t, step = self.timeline.read()
+        if step is not None:
+            self._on_step(step, t)
+        if self._held and not self.timeline.held:
+            self._held = False
+            log.info("clock_hold_ended", at=t)
+            self._channels_online(t)
+        if t >= self.engine.next_due:
+            self._on_readings(self.engine.advance(t), t)
+        return t
+
+    def _on_step(self, step: Step, t: Instant) -> None:
+        """A wall-clock step is an outage: no reordering, no burst of invented windows."""
+        assert self.engine is not None
+        log.warning("clock_step", last=step.last, wall=step.wall, forwards=step.forwards)
+        # the boundaries before the step were observed: close them normally
+        self._on_readings(self.engine.advance(step.last), step.last)
+        for channel in self.engine.channels.values():
+            channel.offline(step.last)
+        if step.forwards:
+            self.engine.skip_to(t)
+            self._channels_online(t)
+        else:
+            self._held = True
+
+    def _channels_online(self, t: Instant) -> None:
+        """Bring online every offline channel whose source is up."""
+        assert self.engine is not None
+        for channel_config in self.config.channels:
+            source = channel_config.source.id if channel_config.source else None
+            if source is not None and self.status.sources_up.get(source):
+                channel = self.engine.channels[channel_config.id]
+                if not channel.is_online:
+                    channel.online(t, 0)
+
+    async def _tick(self) -> None:
+        """Close boundaries at their wall-clock instants; checkpoint every second."""
+        assert self.engine is not None
+        while True:
+            due = min(self.engine.next_due, self.status.last_checkpoint + CHECKPOINT_EVERY_US)
+            await asyncio.sleep(self.timeline.seconds_until(due))
+            now = self._now()
+            if now >= self.status.last_checkpoint + CHECKPOINT_EVERY_US:
+                self._checkpoint(now)
+
+    def _on_readings(self, readings: list[ChannelReading], t: Instant) -> None:
+        if not readings:
+            return
+        self.status.boundary_lag_s = max(0.0, (t - readings[-1].reading.time) / 1e6)
+        if self.live:
+            for item in readings:
+                r = item.reading
+                unit = self.engine.channels[item.channel].rules.unit if self.engine else None
+                demand_unit = unit.demand if unit else ""
+                log.info(
+                    "reading",
+                    channel=item.channel,
+                    consumption=f"{r.consumption:.3f} {unit.consumption if unit else ''}",
+                    demand="n/a" if r.demand is None else f"{r.demand:.3f} {demand_unit}",
+                    peak=f"{r.peak_demand:.3f} {demand_unit}",
+                    resets=r.reset_count,
+                )
+        self._checkpoint(t)
+
+    def _checkpoint(self, t: Instant) -> None:
+        """Write every channel's state; a failure is logged and retried next second."""
+        assert self.store is not None and self.engine is not None
+        began = time.perf_counter()
+        try:
+            self.store.checkpoint(
+                {cid: (c.rules, c.state()) for cid, c in self.engine.channels.items()}, t
+            )
+        except Exception as exc:  # disk full, I/O error: keep counting in memory
+            log.error("checkpoint_failed", error=repr(exc))
+            return
+        finally:
+            self.metrics.checkpoint_duration.observe(time.perf_counter() - began)
+        self.status.last_checkpoint = t
+
+    # -- PulseSink: what sources report -----------------------------------------------------
+
+    def pulses(self, channel: str, count: int) -> None:
+        assert self.engine is not None
+        t = self._now()
+        target = self.engine.channels.get(channel)
+        if target is not None:
+            target.pulses(t, count)
+
+    def source_down(self, source: str) -> None:
+        assert self.engine is not None
+        t = self._now()
+        if self.status.sources_up.get(source):
+            log.warning("source_down", source=source)
+        self.status.sources_up[source] = False
+        for channel_id in self._channels_of(source):
+            self.engine.channels[channel_id].offline(t)
+
+    def source_up(self, source: str, catch_up: Mapping[str, int]) -> None:
+        assert self.engine is not None
+        t = self._now()
+        if not self.status.sources_up.get(source):
+            log.info("source_up", source=source)
+        self.status.sources_up[source] = True
+        for channel_id in self._channels_of(source):
+            channel = self.engine.channels[channel_id]
+            extra = catch_up.get(channel_id, 0)
+            if self._held:  # stays offline until the clock hold ends; count the pulses now
+                if extra:
+                    channel.pulses(t, extra)
+            else:
+                channel.online(t, extra)
+
+    def _channels_of(self, source: str) -> list[str]:
+        return [
+            c.id
+            for c in self.config.channels
+            if c.source is not None
+            and c.source.id == source
+            and self.engine is not None
+            and c.id in self.engine.channels
+        ]
+
+    # -- resets -----------------------------------------------------------------------------
+
+    def reset(self, channel_id: str, origin: str) -> ResetOutcome:
+        """Reset one channel; durable on disk before this returns (PRODUCT.md §5, §6)."""
+        assert self.engine is not None and self.store is not None
+        t = self._now()
+        channel = self.engine.channels[channel_id]
+        before = channel.state()
+        outcome = channel.reset(t)
+        try:
+            self.store.record_reset(channel_id, outcome, origin, (channel.rules, channel.state()))
+        except Exception:
+            # not durable, so not done: put the channel back as it was
+            self.engine.channels[channel_id] = Channel.restore(channel.rules, before)
+            self.engine = Engine.of(self.engine.channels, t)
+            log.error("reset_not_recorded", channel=channel_id, origin=origin)
+            raise
+        event = "reset_accepted" if outcome.accepted else "reset_refused"
+        log.info(event, channel=channel_id, origin=origin, reason=outcome.reason)
+        return outcome
+
+    # -- reload -----------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Apply the config file again; an invalid one is refused and changes nothing."""
+        path = self.config.path
+        try:
+            new = load_config(path, purpose="run")
+        except ConfigError as exc:
+            log.error("config_reload_refused", file=path, problems=[str(p) for p in exc.problems])
+            return False
+        if Path(new.gateway.state_dir) != Path(self.config.gateway.state_dir):
+            log.error(
+                "config_reload_refused",
+                file=path,
+                problems=["gateway.state_dir cannot change while running: restart the gateway"],
+            )
+            return False
+        try:
+            build_sources(new)
+        except GatewayError as exc:
+            log.error("config_reload_refused", file=path, problems=[str(exc)])
+            return False
+        assert self.engine is not None
+        t = self._now()
+        old = self.config
+        sources_changed = (old.sources, _points(old)) != (new.sources, _points(new))
+        if sources_changed:
+            await self._stop_sources()
+            t = self._now()
+        kept, added, changed = [], [], []
+        channels: dict[str, Channel] = {}
+        for channel_config in new.channels:
+            channel = self.engine.channels.get(channel_config.id)
+            if channel is None:
+                channel = Channel(channel_config.rules, t)
+                channel.offline(t)
+                added.append(channel_config.id)
+            elif channel.rules != channel_config.rules:
+                channel.reconfigure(t, channel_config.rules)
+                changed.append(channel_config.id)
+            else:
+                kept.append(channel_config.id)
+            if sources_changed:
+                channel.offline(t)
+            channels[channel_config.id] = channel
+        removed = [cid for cid in self.engine.channels if cid not in channels]
+        self._checkpoint(t)  # removed channels' last state stays in the store
+        self.engine = Engine.of(channels, t)
+        self.config = new
+        if sources_changed:
+            self.status.sources_up = {}
+            self._start_sources()
+        else:
+            self._channels_online(t)
+        if old.metrics != new.metrics:
+            await self._stop_metrics()
+            await self._start_metrics()
+        self._checkpoint(t)
+        log.info(
+            "config_reloaded",
+            file=path,
+            kept=kept,
+            changed=changed,
+            added=added,
+            removed=removed,
+            sources_restarted=sources_changed,
+        )
+        return True
+
+    # -- the read side for metrics (and BACnet) ---------------------------------------------
+
+    def channel_readings(self) -> Iterator[tuple[str, Unit, Channel]]:
+        if self.engine is None:
+            return
+        for channel_id, channel in self.engine.channels.items():
+            yield channel_id, channel.rules.unit, channel
+
+    def sources_up(self) -> Mapping[str, bool]:
+        return self.status.sources_up
+
+    def reset_rejections(self) -> Mapping[tuple[str, str], int]:
+        return self.status.rejections
+
+    def boundary_lag_seconds(self) -> float:
+        return self.status.boundary_lag_s
+
+
+def _points(config: Config) -> list[tuple[str, object]]:
+    return [(c.id, c.source) for c in config.channels]
