@@ -261,12 +261,13 @@ class Gateway:
         t, step = self.timeline.read()
         if step is not None:
             self._on_step(step, t)
+        if t >= self.engine.next_due:
+            self._on_readings(self.engine.advance(t), t)
         if self._held and not self.timeline.held:
+            # after the boundaries up to t: the channels were offline through all of them
             self._held = False
             log.info("clock_hold_ended", at=t)
             self._channels_online(t)
-        if t >= self.engine.next_due:
-            self._on_readings(self.engine.advance(t), t)
         return t
 
     def _on_step(self, step: Step, t: Instant) -> None:

@@ -28,3 +28,21 @@ def rules(
         initial,
         parse_duration(lockout),
     )
+
+
+class FakeClocks:
+    """A wall clock and a monotonic clock that tests move by hand."""
+
+    def __init__(self) -> None:
+        self.wall_us = 1_767_225_600_000_000
+        self.mono_us = 5_000_000
+
+    def wall(self) -> int:
+        return self.wall_us
+
+    def mono(self) -> int:
+        return self.mono_us
+
+    def elapse(self, seconds: float) -> None:
+        self.wall_us += int(seconds * 1_000_000)
+        self.mono_us += int(seconds * 1_000_000)

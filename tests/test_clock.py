@@ -3,26 +3,9 @@
 from __future__ import annotations
 
 from gateway.clock import Timeline
+from tests.helpers import FakeClocks
 
 S = 1_000_000
-
-
-class FakeClocks:
-    """A wall clock and a monotonic clock that tests move by hand."""
-
-    def __init__(self) -> None:
-        self.wall_us = 1_767_225_600 * S
-        self.mono_us = 5 * S
-
-    def wall(self) -> int:
-        return self.wall_us
-
-    def mono(self) -> int:
-        return self.mono_us
-
-    def elapse(self, seconds: float) -> None:
-        self.wall_us += int(seconds * S)
-        self.mono_us += int(seconds * S)
 
 
 def timeline() -> tuple[Timeline, FakeClocks]:

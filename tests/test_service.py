@@ -1,0 +1,114 @@
+"""The service with injected clocks: clock steps and downtime become outages, never false peaks."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import Timeline
+from gateway.config import load_config
+from gateway.service import Gateway
+from tests.daemon import write_config
+from tests.helpers import FakeClocks
+
+CHANNELS = (
+    "  - {id: e, unit: kWh, scale_factor: 1, demand_window: 2s, demand_slide: 1s,\n"
+    "     source: {id: sim, rate: 0.001, mode: constant}}\n"
+)
+
+
+async def started(tmp_path: Path, clocks: FakeClocks) -> Gateway:
+    config = load_config(write_config(tmp_path, channels=CHANNELS), purpose="run")
+    gateway = Gateway(config, timeline=Timeline(clocks.wall, clocks.mono))
+    await gateway.start()
+    for _ in range(50):  # the source task reports itself up on its first run
+        if gateway.status.sources_up.get("sim"):
+            break
+        await asyncio.sleep(0.01)
+    return gateway
+
+
+def steady(gateway: Gateway, clocks: FakeClocks, seconds: int) -> None:
+    """10 pulses every half second: a demand of 20 pulses/s * 3600 = 72000 kW."""
+    for _ in range(seconds * 2):
+        clocks.elapse(0.5)
+        gateway.pulses("e", 10)
+
+
+@pytest.mark.asyncio
+async def test_a_forward_clock_step_is_an_outage_not_a_burst_of_windows(tmp_path: Path) -> None:
+    """A one-hour jump: no reading in the gap, demand not available, the peak untouched."""
+    clocks = FakeClocks()
+    gateway = await started(tmp_path, clocks)
+    try:
+        steady(gateway, clocks, 4)
+        channel = gateway.engine.channels["e"]
+        peak, count = channel.peak_demand, channel.pulses_total
+        assert peak == 72000.0
+        clocks.wall_us += 3600 * 1_000_000
+        clocks.mono_us += 1000
+        gateway.pulses("e", 10)
+        channel = gateway.engine.channels["e"]
+        assert channel.demand is None and channel.peak_demand == peak
+        assert channel.pulses_total == count + 10
+        assert channel.next_boundary > clocks.wall_us  # the hour was skipped, not closed
+        steady(gateway, clocks, 4)
+        assert channel.demand == 72000.0  # valid again after a whole window
+    finally:
+        await gateway.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_backward_clock_step_holds_time_and_never_piles_pulses_into_a_peak(
+    tmp_path: Path,
+) -> None:
+    """Ten minutes back: events keep their order, the burst counts but makes no peak."""
+    clocks = FakeClocks()
+    gateway = await started(tmp_path, clocks)
+    try:
+        steady(gateway, clocks, 4)
+        channel = gateway.engine.channels["e"]
+        peak, held_at = channel.peak_demand, channel.now
+        clocks.wall_us -= 600 * 1_000_000
+        clocks.mono_us += 1000
+        for _ in range(20):  # 10 minutes' worth of pulses while the clock is behind
+            clocks.elapse(30)
+            gateway.pulses("e", 500)
+            assert channel.now == held_at and not channel.is_online
+        clocks.elapse(1)  # the wall clock passes the held instant: the hold ends
+        steady(gateway, clocks, 4)
+        assert channel.is_online and channel.now > held_at
+        assert channel.peak_demand == peak  # 10,000 held pulses never formed a window
+        assert channel.pulses_total >= 80 + 10_000  # and none were lost
+    finally:
+        await gateway.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_restart_restores_exactly_and_counts_the_downtime_as_an_outage(
+    tmp_path: Path,
+) -> None:
+    """Counts and peaks come back exactly; windows over the downtime are not available."""
+    clocks = FakeClocks()
+    gateway = await started(tmp_path, clocks)
+    steady(gateway, clocks, 4)
+    before = gateway.engine.channels["e"].state()
+    await gateway.stop()
+    clocks.elapse(3600)  # an hour down
+    gateway = await started(tmp_path, clocks)
+    try:
+        channel = gateway.engine.channels["e"]
+        after = channel.state()
+        assert (after.pulses_total, after.peak_demand, after.cumulative_demand) == (
+            before.pulses_total,
+            before.peak_demand,
+            before.cumulative_demand,
+        )
+        assert after.valid_from >= clocks.wall_us - 1_000_000
+        clocks.elapse(1.2)
+        gateway.pulses("e", 1)
+        assert channel.demand is None  # the first window after the restart is incomplete
+    finally:
+        await gateway.stop()
