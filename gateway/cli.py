@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.config import ConfigError, load_config
 from gateway.core import Instant, TimeSyntaxError, parse_instant
-from gateway.replay import ReplayError, replay
+from gateway.replay import ReplayError, ResetLog, replay
 from gateway.service import Gateway, GatewayError
 from gateway.store import Store, StoreError, format_resets
 
@@ -86,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="T",
         help="last instant to show (default: the last row's time)",
     )
+    run_replay.add_argument(
+        "--db",
+        metavar="PATH",
+        help="also write the resets (source 'replay') and the final channel state into this "
+        "new database; a database that already holds state is refused",
+    )
     return parser
 
 
@@ -149,18 +156,41 @@ def _resets(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if args.events == "-":
-        replay(config, sys.stdin, sys.stdout, start=args.start, end=args.end, name="<stdin>")
-        return EXIT_OK
-    try:
-        events = open(args.events, encoding="utf-8", newline="")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise ReplayError(f"{args.events}: cannot read: {exc.strerror}") from None
-    with events:
+    with contextlib.ExitStack() as stack:
+        store = None
+        if args.db is not None:
+            # opened (and locked) before reading a row, so a bad --db fails before any work
+            db = Path(args.db)
+            store = stack.enter_context(Store.open(db.parent, db.name))
+            if store.load() is not None or store.reset_log():
+                raise ReplayError(f"{db} already holds state: replay --db writes a new database")
+        if args.events == "-":
+            events, name = sys.stdin, "<stdin>"
+        else:
+            try:
+                events = stack.enter_context(open(args.events, encoding="utf-8", newline=""))
+            except OSError as exc:
+                raise ReplayError(f"{args.events}: cannot read: {exc.strerror}") from None
+            name = args.events
+        resets: ResetLog = []
         try:
-            replay(config, events, sys.stdout, start=args.start, end=args.end, name=args.events)
+            engine = replay(
+                config,
+                events,
+                sys.stdout,
+                start=args.start,
+                end=args.end,
+                name=name,
+                resets=resets if store else None,
+            )
         except UnicodeDecodeError:
-            raise ReplayError(f"{args.events}: not UTF-8 text") from None
+            raise ReplayError(f"{name}: not UTF-8 text") from None
+        if store is not None and engine is not None:
+            for outcomes, states in resets:
+                store.record_resets(outcomes, "replay", states)
+            store.checkpoint(
+                {cid: (c.rules, c.state()) for cid, c in engine.channels.items()}, engine.now
+            )
     return EXIT_OK
 
 

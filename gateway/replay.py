@@ -9,6 +9,9 @@ Decisions where §3 is silent (also in README.md):
   event, or a row earlier than the one before it is an error naming its line.
 - ``--start`` is when counting began; a row earlier than it contradicts that and is an error.
   Rows after ``--end`` are not read (they cannot change any output row).
+- ``--db PATH`` writes the resets (source ``replay``) and the channels' final state into a new
+  database, only after the whole log was good; one that already holds state is refused, so a
+  replay can never overwrite a gateway's own state. Interval data joins it with issue 6.
 - The input is read as a stream, so a year of per-second pulses runs in bounded memory. The
   output goes to a spooled temporary file first and is copied out only when the whole log was
   good: a bad row prints one error and no partial table.
@@ -25,9 +28,12 @@ from typing import TextIO
 from gateway.config import Config
 from gateway.core import (
     ChannelReading,
+    ChannelRules,
+    ChannelState,
     DemandError,
     Engine,
     Instant,
+    ResetOutcome,
     TimeSyntaxError,
     format_instant,
     parse_instant,
@@ -46,6 +52,9 @@ class ReplayError(Exception):
     """A bad event log; the message names the file and line."""
 
 
+type ResetLog = list[tuple[dict[str, ResetOutcome], dict[str, tuple[ChannelRules, ChannelState]]]]
+
+
 def replay(
     config: Config,
     events: Iterable[str],
@@ -54,15 +63,22 @@ def replay(
     start: Instant | None = None,
     end: Instant | None = None,
     name: str = "EVENTS",
-) -> None:
-    """Read the event log ``events`` (lines of CSV) and write the boundary table to ``out``."""
+    resets: ResetLog | None = None,
+) -> Engine | None:
+    """Read the event log ``events`` (lines of CSV) and write the boundary table to ``out``.
+
+    Returns the engine as the log left it (None for an empty log without --start). When
+    ``resets`` is given, every reset attempt is appended to it with the states after it, for
+    ``replay --db``, which writes them only once the whole log was good.
+    """
     if start is not None and end is not None and end < start:
         raise ReplayError("--end is earlier than --start")
     with tempfile.SpooledTemporaryFile(_SPOOL_BYTES, mode="w+", newline="") as spool:
         spool.write(OUTPUT_HEADER + "\n")
-        _run(config, events, spool, start, end, name)
+        engine = _run(config, events, spool, start, end, name, resets)
         spool.seek(0)
         shutil.copyfileobj(spool, out)
+    return engine
 
 
 def _run(
@@ -72,7 +88,8 @@ def _run(
     start: Instant | None,
     end: Instant | None,
     name: str,
-) -> None:
+    resets: ResetLog | None,
+) -> Engine | None:
     rows = csv.reader(events)
     header = next(rows, None)
     if header is None:
@@ -129,7 +146,10 @@ def _run(
                 engine.channels[_known(channel, channels)].pulses(t, count)
             elif event == "reset":
                 _empty(value, event)
-                engine.reset(_known(channel, channels), t)
+                channel = _known(channel, channels)
+                outcome = engine.reset(channel, t)
+                if resets is not None:
+                    resets.append(({channel: outcome}, _states(engine, [channel])))
             elif event == "offline":
                 _empty(value, event)
                 engine.offline(_known(channel, channels), t)
@@ -143,16 +163,23 @@ def _run(
                     raise ReplayError(
                         f"reset_all resets every channel: leave channel empty, not {channel!r}"
                     )
-                engine.reset_all(t)
+                outcomes = engine.reset_all(t)
+                if resets is not None:
+                    resets.append((outcomes, _states(engine, list(outcomes))))
             else:
                 raise ReplayError(f"unknown event {event!r}: expected one of {', '.join(EVENTS)}")
         except (ReplayError, DemandError, TimeSyntaxError) as exc:
             raise ReplayError(f"{name}:{line}: {exc}") from None
 
     if engine is None:
-        return  # no rows and no --start: no boundary to show
+        return None  # no rows and no --start: no boundary to show
     # end = --end, or the last row's time; rows after --end were not read
     write(engine.advance(end if end is not None else t))
+    return engine
+
+
+def _states(engine: Engine, channels: list[str]) -> dict[str, tuple[ChannelRules, ChannelState]]:
+    return {c: (engine.channels[c].rules, engine.channels[c].state()) for c in channels}
 
 
 def _known(channel: str, channels: set[str]) -> str:

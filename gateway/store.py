@@ -209,8 +209,11 @@ class Store:
     # -- opening and closing ------------------------------------------------------------------
 
     @classmethod
-    def open(cls, state_dir: Path) -> Store:
-        """Lock ``state_dir`` for this process and open (or create) its database."""
+    def open(cls, state_dir: Path, db_name: str = DB_NAME) -> Store:
+        """Lock ``state_dir`` for this process and open (or create) its database.
+
+        ``db_name`` other than gateway.db (``replay --db PATH``) gets a lock of its own name.
+        """
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -218,8 +221,9 @@ class Store:
                 f"cannot create the state directory {state_dir}: {exc.strerror}; "
                 "create it or set gateway.state_dir to a writable directory"
             ) from None
-        lock_fd = _lock(state_dir / LOCK_NAME)
-        path = state_dir / DB_NAME
+        lock_name = LOCK_NAME if db_name == DB_NAME else f"{db_name}.lock"
+        lock_fd = _lock(state_dir / lock_name)
+        path = state_dir / db_name
         try:
             conn = sqlite3.connect(path, autocommit=True, check_same_thread=False)
         except sqlite3.Error as exc:

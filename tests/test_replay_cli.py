@@ -13,6 +13,7 @@ import pytest
 from gateway.cli import main
 from gateway.config import parse_config
 from gateway.replay import replay
+from gateway.store import Store
 
 CONFIG = """\
 channels:
@@ -206,3 +207,36 @@ def test_rows_stream_in_bounded_memory() -> None:
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 2 * peaks[0], peaks
+
+
+def test_replay_db_records_the_resets_and_final_state(files, capsys, tmp_path: Path) -> None:
+    """--db stores every reset attempt (source replay) and the final state; checksums hold."""
+    config, events = files(
+        HEADER + GOOD + "2026-01-01T00:03:00Z,a,reset,\n2026-01-01T00:04:00Z,,reset_all,\n"
+    )
+    db = tmp_path / "replayed.db"
+    code, out, err = run_cli(capsys, "replay", "-c", config, events, "--db", str(db))
+    assert (code, err) == (0, "") and out.startswith("time,channel,")
+    with Store.open_readonly(db) as store:
+        log, verdicts, state = store.reset_log(), store.verdict(), store.load()
+    assert [(r.channel, r.source, r.accepted) for r in log] == [
+        ("a", "replay", True),
+        ("a", "replay", True),
+        ("b", "replay", True),
+    ]
+    assert all(v.ok for v in verdicts)
+    assert state is not None and state.channels["a"].state.pulses_total == 3
+
+
+def test_replay_db_refuses_a_database_with_state_and_a_bad_log_writes_nothing(
+    files, capsys, tmp_path: Path
+) -> None:
+    """A bad log leaves --db empty (a rerun works); a database with state is never overwritten."""
+    db = tmp_path / "replayed.db"
+    config, events = files(HEADER + GOOD + "2026-01-01T00:00:40Z,a,reset,\nnonsense\n")
+    code, out, err = run_cli(capsys, "replay", "-c", config, events, "--db", str(db))
+    assert (code, out) == (2, "") and "events.csv:5:" in err
+    config, events = files(HEADER + GOOD + "2026-01-01T00:00:40Z,a,reset,\n")
+    assert run_cli(capsys, "replay", "-c", config, events, "--db", str(db))[0] == 0
+    code, out, err = run_cli(capsys, "replay", "-c", config, events, "--db", str(db))
+    assert (code, out) == (2, "") and "already holds state" in err
