@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.config import ConfigError, load_config
 from gateway.core import Instant, TimeSyntaxError, parse_instant
+from gateway.points import points_csv
 from gateway.replay import ReplayError, ResetLog, replay
 from gateway.service import Gateway, GatewayError
 from gateway.store import Store, StoreError, format_resets
@@ -55,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate a config and print a summary (exit 0 valid, 2 invalid)"
     )
     check.add_argument("-c", "--config", required=True, metavar="FILE", help="config YAML")
+
+    points = commands.add_parser(
+        "points",
+        help="print the BACnet points list (CSV) for BMS integrators",
+        description="Print every BACnet object the config defines: type, instance, name, units, "
+        "writable, description.",
+    )
+    points.add_argument("-c", "--config", required=True, metavar="FILE", help="config YAML")
 
     resets = commands.add_parser(
         "resets",
@@ -108,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "resets":
             return _resets(args)
+        if args.command == "points":
+            print(points_csv(load_config(args.config, purpose="run")), end="")
+            return EXIT_OK
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -69,6 +69,7 @@ __all__ = [
     "ChannelConfig",
     "Config",
     "ConfigError",
+    "ForeignDevice",
     "GatewaySettings",
     "GpioPoint",
     "GpioSource",
@@ -93,7 +94,17 @@ IMPORT_ID = re.compile(r"[^\s,\"']+")
 
 TOP_LEVEL_KEYS = ("schema", "gateway", "bacnet", "metrics", "sources", "channels")
 GATEWAY_KEYS = ("name", "state_dir", "timezone")
-BACNET_KEYS = ("address", "port", "device_instance", "device_name", "reset_allowed_from")
+BACNET_KEYS = (
+    "address",
+    "port",
+    "device_instance",
+    "device_name",
+    "reset_allowed_from",
+    "location",
+    "description",
+    "foreign_device",
+)
+FOREIGN_DEVICE_KEYS = ("bbmd", "ttl")
 METRICS_KEYS = ("listen",)
 SECTION_KEYS = {"gateway": GATEWAY_KEYS, "bacnet": BACNET_KEYS, "metrics": METRICS_KEYS}
 CHANNEL_KEYS = (
@@ -137,6 +148,15 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ForeignDevice:
+    """``bacnet.foreign_device``: register with a BBMD to be seen across subnets."""
+
+    host: str
+    port: int
+    ttl: int  # seconds; the registration is renewed before it runs out
+
+
+@dataclass(frozen=True, slots=True)
 class BacnetSettings:
     """The ``bacnet:`` section."""
 
@@ -145,6 +165,9 @@ class BacnetSettings:
     device_instance: int
     device_name: str
     reset_allowed_from: tuple[IPv4Network, ...] = ()
+    location: str = ""  # the Device object's location and description properties
+    description: str = ""
+    foreign_device: ForeignDevice | None = None
 
     @property
     def bind(self) -> str:
@@ -410,9 +433,26 @@ def _bacnet(entries: Entries) -> BacnetSettings | None:
     # Device names must be unique on the BACnet internetwork; the instance has to be already.
     name = entries.get("device_name", reader.text, f"pulse-gateway {instance}")
     allowed = entries.get("reset_allowed_from", partial(_networks, reader), ())
-    if address is None or port is None or instance is None or name is None or allowed is None:
+    location = entries.get("location", reader.text, "")
+    description = entries.get("description", reader.text, "")
+    foreign = entries.get("foreign_device", partial(_foreign_device, reader), None)
+    if None in (address, port, instance, name, allowed, location, description):
         return None
-    return BacnetSettings(address, port, instance, name, allowed)
+    if "foreign_device" in entries and foreign is None:
+        return None
+    return BacnetSettings(address, port, instance, name, allowed, location, description, foreign)
+
+
+def _foreign_device(reader: Reader, node: Node, path: str) -> ForeignDevice | None:
+    entries = reader.entries(node, path, FOREIGN_DEVICE_KEYS)
+    if entries is None:
+        return None
+    bbmd = entries.get("bbmd", partial(_listen, reader), required=True)
+    # BACnet clause J.5.2.1: the BBMD adds a 30 s grace period; at least a minute is sensible
+    ttl = entries.get("ttl", partial(reader.integer, low=60, high=65535), 300)
+    if bbmd is None or ttl is None:
+        return None
+    return ForeignDevice(bbmd[0], bbmd[1], ttl)
 
 
 def _interface(reader: Reader, node: Node, path: str) -> IPv4Interface | None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.clock import Step, Timeline
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import ChannelConfig, Config, ConfigError, load_config
 from gateway.core import Channel, ChannelReading, Engine, Instant, ResetOutcome, Unit
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, serve_metrics
@@ -385,22 +385,49 @@ class Gateway:
 
     def reset(self, channel_id: str, origin: str) -> ResetOutcome:
         """Reset one channel; durable on disk before this returns (PRODUCT.md §5, §6)."""
+        return self._durable_resets([channel_id], origin)[channel_id]
+
+    def reset_all(self, origin: str) -> dict[str, ResetOutcome]:
+        """Reset every channel at one instant, each under its own lockout; one transaction."""
+        assert self.engine is not None
+        return self._durable_resets(list(self.engine.channels), origin)
+
+    def _durable_resets(self, channel_ids: list[str], origin: str) -> dict[str, ResetOutcome]:
+        assert self.engine is not None and self.store is not None
+        t = self._now()
+        channels = {cid: self.engine.channels[cid] for cid in channel_ids}
+        before = {cid: channel.state() for cid, channel in channels.items()}
+        outcomes = {cid: channel.reset(t) for cid, channel in channels.items()}
+        try:
+            self.store.record_resets(
+                outcomes, origin, {cid: (c.rules, c.state()) for cid, c in channels.items()}
+            )
+        except Exception:
+            # not durable, so not done: put every channel back as it was
+            for cid, state in before.items():
+                self.engine.channels[cid] = Channel.restore(channels[cid].rules, state)
+            self.engine = Engine.of(self.engine.channels, t)
+            log.error("reset_not_recorded", channels=channel_ids, origin=origin)
+            raise
+        for cid, outcome in outcomes.items():
+            event = "reset_accepted" if outcome.accepted else "reset_refused"
+            log.info(event, channel=cid, origin=origin, reason=outcome.reason)
+        return outcomes
+
+    def count_rejection(self, channel_id: str, reason: str) -> None:
+        """A reset refused before it reached the engine (not allowed, bad value): for metrics."""
+        key = (channel_id, reason)
+        self.status.rejections[key] = self.status.rejections.get(key, 0) + 1
+
+    def audit_refusal(self, channel_id: str, reason: str, origin: str) -> None:
+        """Put a refused reset that never reached the engine into the reset audit (§6)."""
         assert self.engine is not None and self.store is not None
         t = self._now()
         channel = self.engine.channels[channel_id]
-        before = channel.state()
-        outcome = channel.reset(t)
-        try:
-            self.store.record_reset(channel_id, outcome, origin, (channel.rules, channel.state()))
-        except Exception:
-            # not durable, so not done: put the channel back as it was
-            self.engine.channels[channel_id] = Channel.restore(channel.rules, before)
-            self.engine = Engine.of(self.engine.channels, t)
-            log.error("reset_not_recorded", channel=channel_id, origin=origin)
-            raise
-        event = "reset_accepted" if outcome.accepted else "reset_refused"
-        log.info(event, channel=channel_id, origin=origin, reason=outcome.reason)
-        return outcome
+        totals = channel.totals()
+        outcome = ResetOutcome(t, False, reason, totals, totals)
+        self.store.record_reset(channel_id, outcome, origin, (channel.rules, channel.state()))
+        log.info("reset_refused", channel=channel_id, origin=origin, reason=reason)
 
     # -- reload -----------------------------------------------------------------------------
 
@@ -472,6 +499,15 @@ class Gateway:
         return True
 
     # -- the read side for metrics (and BACnet) ---------------------------------------------
+
+    def bacnet_channels(self) -> Iterator[tuple[ChannelConfig, Channel]]:
+        """(config, live channel) in config order, for the BACnet objects."""
+        if self.engine is None:
+            return
+        for channel_config in self.config.channels:
+            channel = self.engine.channels.get(channel_config.id)
+            if channel is not None:
+                yield channel_config, channel
 
     def channel_readings(self) -> Iterator[tuple[str, Unit, Channel]]:
         if self.engine is None:

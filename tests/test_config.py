@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.config import (
     ConfigError,
+    ForeignDevice,
     GpioPoint,
     ModbusPoint,
     ModbusTcpSource,
@@ -86,6 +87,34 @@ def problems(text: str, purpose: str = "run") -> list[str]:
 
 # (old, new, line, column, key path, message fragment)
 BROKEN = [
+    # -- bacnet: device properties and foreign-device registration --
+    pytest.param(
+        "  reset_allowed_from: [127.0.0.0/8]",
+        "  reset_allowed_from: [127.0.0.0/8]\n  foreign_device: {bbmd: 10.0.0.1, ttl: 300}",
+        10,
+        26,
+        "bacnet.foreign_device.bbmd",
+        "expected IP:PORT",
+        id="foreign-device-without-port",
+    ),
+    pytest.param(
+        "  reset_allowed_from: [127.0.0.0/8]",
+        "  reset_allowed_from: [127.0.0.0/8]\n  foreign_device: {bbmd: '10.0.0.1:47808', ttl: 5}",
+        10,
+        49,
+        "bacnet.foreign_device.ttl",
+        "60",
+        id="foreign-device-ttl-too-short",
+    ),
+    pytest.param(
+        "  reset_allowed_from: [127.0.0.0/8]",
+        "  reset_allowed_from: [127.0.0.0/8]\n  foreign_device: {bbmd: '10.0.0.1:47808', tll: 300}",
+        10,
+        44,
+        "bacnet.foreign_device.tll",
+        "did you mean 'ttl'",
+        id="foreign-device-typo",
+    ),
     # -- gateway --
     pytest.param(
         "timezone: UTC",
@@ -969,3 +998,18 @@ def test_no_edit_of_a_config_gives_a_traceback(data: st.DataObject) -> None:
             parse_config(text, purpose=purpose)  # type: ignore[arg-type]
         except ConfigError as exc:
             assert exc.problems
+
+
+def test_bacnet_device_properties_and_foreign_device_come_through() -> None:
+    """location, description and foreign_device are read into BacnetSettings."""
+    text = VALID.replace(
+        "  reset_allowed_from: [127.0.0.0/8]",
+        "  reset_allowed_from: [127.0.0.0/8]\n  location: Plant room B2\n"
+        "  description: Utility meters\n  foreign_device: {bbmd: '192.0.2.10:47808', ttl: 600}",
+    )
+    bacnet = parse_config(text, "site.yaml", purpose="run").bacnet
+    assert bacnet is not None
+    assert (bacnet.location, bacnet.description) == ("Plant room B2", "Utility meters")
+    assert bacnet.foreign_device == ForeignDevice("192.0.2.10", 47808, 600)
+    default = parse_config(VALID, "site.yaml", purpose="run").bacnet
+    assert default is not None and default.foreign_device is None and default.location == ""

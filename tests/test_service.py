@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from gateway.clock import Timeline
 from gateway.config import load_config
 from gateway.service import Gateway
+from gateway.store import Store
 from tests.daemon import write_config
 from tests.helpers import FakeClocks
 
@@ -110,5 +112,67 @@ async def test_a_restart_restores_exactly_and_counts_the_downtime_as_an_outage(
         clocks.elapse(1.2)
         gateway.pulses("e", 1)
         assert channel.demand is None  # the first window after the restart is incomplete
+    finally:
+        await gateway.stop()
+
+
+TWO_CHANNELS = CHANNELS + (
+    "  - {id: g, unit: cubic_feet, scale_factor: 1, demand_window: 2s, demand_slide: 1s,\n"
+    "     reset_lockout: 1h, source: {id: sim, rate: 0.001, mode: constant}}\n"
+)
+
+
+@pytest.mark.asyncio
+async def test_reset_all_is_one_durable_step_and_refusals_are_audited(tmp_path: Path) -> None:
+    """reset_all writes every channel's outcome; refusals before the engine reach the audit."""
+    clocks = FakeClocks()
+    config = load_config(write_config(tmp_path, channels=TWO_CHANNELS), purpose="run")
+    gateway = Gateway(config, timeline=Timeline(clocks.wall, clocks.mono))
+    await gateway.start()
+    try:
+        steady(gateway, clocks, 4)
+        assert gateway.reset("g", "bacnet:127.0.0.1:47900").accepted
+        outcomes = gateway.reset_all("bacnet:127.0.0.1:47900")
+        assert {cid: o.accepted for cid, o in outcomes.items()} == {"e": True, "g": False}
+        gateway.count_rejection("e", "not_allowed")
+        gateway.audit_refusal("e", "not_allowed", "bacnet:192.0.2.9:47808")
+        with Store.open_readonly(tmp_path / "state" / "gateway.db") as store:
+            log, verdicts = store.reset_log(), store.verdict()
+        assert [(r.channel, r.accepted, r.reason) for r in log] == [
+            ("g", True, "accepted"),
+            ("e", True, "accepted"),
+            ("g", False, "lockout"),
+            ("e", False, "not_allowed"),
+        ]
+        assert all(v.ok for v in verdicts)
+        assert gateway.reset_rejections() == {("e", "not_allowed"): 1}
+    finally:
+        await gateway.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_reset_that_cannot_be_written_is_undone(tmp_path: Path, monkeypatch) -> None:
+    """If the disk refuses the reset, no channel keeps it and the caller gets the error."""
+    clocks = FakeClocks()
+    config = load_config(write_config(tmp_path, channels=TWO_CHANNELS), purpose="run")
+    gateway = Gateway(config, timeline=Timeline(clocks.wall, clocks.mono))
+    await gateway.start()
+    try:
+        steady(gateway, clocks, 4)
+        before = {cid: c.state() for cid, c in gateway.engine.channels.items()}
+
+        def disk_full(*_: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(gateway.store, "record_resets", disk_full)
+        with pytest.raises(sqlite3.OperationalError):
+            gateway.reset_all("bacnet:127.0.0.1:47900")
+        after = {cid: c.state() for cid, c in gateway.engine.channels.items()}
+        assert {cid: s.reset_count for cid, s in after.items()} == {"e": 0, "g": 0}
+        assert {cid: s.peak_demand for cid, s in after.items()} == {
+            cid: s.peak_demand for cid, s in before.items()
+        }
+        monkeypatch.undo()
+        assert gateway.reset("e", "bacnet:127.0.0.1:47900").accepted  # and it works again
     finally:
         await gateway.stop()
