@@ -36,8 +36,7 @@ from gateway.config import ChannelConfig, Config, ConfigError, load_config
 from gateway.core import Channel, ChannelReading, Engine, Instant, ResetOutcome, Unit
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, serve_metrics
-from gateway.sources import Source
-from gateway.sources.simulated import SimulatedMeter, Simulator
+from gateway.sources import Source, SourceError, build_sources
 from gateway.store import Store
 
 CHECKPOINT_EVERY_US = 1_000_000
@@ -61,25 +60,6 @@ class _Status:
     last_checkpoint: Instant = 0
 
 
-def build_sources(config: Config) -> list[Source]:
-    """One running source object per configured source that has channels."""
-    sources: list[Source] = []
-    for source in config.sources:
-        points = {c.id: c.source for c in config.channels if c.source and c.source.id == source.id}
-        if not points:
-            continue
-        if source.type == "simulated":
-            meters = {
-                channel: SimulatedMeter(point.rate, point.mode) for channel, point in points.items()
-            }
-            sources.append(Simulator(source.id, meters, seed=source.seed))
-        else:
-            raise GatewayError(
-                f"source {source.id!r}: type {source.type} is not available in this version"
-            )
-    return sources
-
-
 class Gateway:
     """One running gateway."""
 
@@ -92,7 +72,10 @@ class Gateway:
         self.engine: Engine | None = None
         self.metrics = Metrics(self)
         self.metrics_server: asyncio.Server | None = None
+        self._sources: dict[str, Source] = {}
         self._source_tasks: dict[str, asyncio.Task[None]] = {}
+        # per channel, the raw device reading the saved counts go up to (Source.baselines)
+        self._baselines: dict[str, int | float] = {}
         self._tick_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -177,6 +160,7 @@ class Gateway:
         """Channels as saved (exactly), the downtime as an outage, new channels offline."""
         assert self.store is not None
         saved = self.store.load()
+        self._baselines = dict(saved.baselines) if saved else {}
         restored: dict[str, Channel] = {}
         if saved is not None:
             for channel_config in self.config.channels:
@@ -227,7 +211,8 @@ class Gateway:
         return int(self.metrics_server.sockets[0].getsockname()[1])
 
     def _start_sources(self) -> None:
-        for source in build_sources(self.config):
+        for source in build_sources(self.config, self._baselines):
+            self._sources[source.id] = source
             self.status.sources_up.setdefault(source.id, False)
             self._source_tasks[source.id] = asyncio.create_task(
                 self._keep_running(source), name=f"source:{source.id}"
@@ -251,7 +236,14 @@ class Gateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._collect_baselines()  # the new sources resume where these stopped
         self._source_tasks.clear()
+        self._sources.clear()
+
+    def _collect_baselines(self) -> dict[str, int | float]:
+        for source in self._sources.values():
+            self._baselines.update(source.baselines())
+        return self._baselines
 
     # -- time and boundaries ----------------------------------------------------------------
 
@@ -329,7 +321,9 @@ class Gateway:
         began = time.perf_counter()
         try:
             self.store.checkpoint(
-                {cid: (c.rules, c.state()) for cid, c in self.engine.channels.items()}, t
+                {cid: (c.rules, c.state()) for cid, c in self.engine.channels.items()},
+                t,
+                self._collect_baselines(),
             )
         except Exception as exc:  # disk full, I/O error: keep counting in memory
             log.error("checkpoint_failed", error=repr(exc))
@@ -447,8 +441,8 @@ class Gateway:
             )
             return False
         try:
-            build_sources(new)
-        except GatewayError as exc:
+            build_sources(new, {})
+        except SourceError as exc:
             log.error("config_reload_refused", file=path, problems=[str(exc)])
             return False
         assert self.engine is not None

@@ -33,7 +33,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, Self
@@ -110,6 +110,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             BEGIN SELECT RAISE(ABORT, 'the reset audit is append-only'); END""",
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
+    (
+        # 2: a source's raw reading per channel (a Modbus counter's value) that the saved
+        # pulses_total goes up to; saved with the state, so a device's counts while the gateway
+        # was down come back as catch-up. Kept as text: a u64 counter exceeds SQLite's int64.
+        """CREATE TABLE source_baseline (
+            channel TEXT PRIMARY KEY REFERENCES channels (id) ON DELETE CASCADE,
+            value TEXT NOT NULL)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -144,6 +152,8 @@ class SavedState:
     # longer than its saved state proves, so the downtime outage is never too short.
     saved_at: Instant
     channels: dict[str, SavedChannel]
+    # per channel, the source's raw reading the saved counts go up to (Source.baselines)
+    baselines: dict[str, int | float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,8 +308,14 @@ class Store:
                     raise StoreError(f"cannot write {self.path}: {exc}; nothing was saved") from exc
                 raise
 
-    def checkpoint(self, states: Mapping[str, Saved], at: Instant) -> None:
-        """Save every given channel's rules and state and ``at`` as the checkpoint instant.
+    def checkpoint(
+        self,
+        states: Mapping[str, Saved],
+        at: Instant,
+        baselines: Mapping[str, int | float] | None = None,
+    ) -> None:
+        """Save every given channel's rules and state, the sources' ``baselines`` (per channel)
+        and ``at`` as the checkpoint instant, in one transaction.
 
         Channels not in ``states`` keep their saved rows: removing one is ``forget_channel``.
         """
@@ -307,6 +323,13 @@ class Store:
         with self._write() as conn:
             for channel, (rules, _) in states.items():
                 _save_channel(conn, channel, rules, rows[channel])
+            for channel, value in (baselines or {}).items():
+                if channel in states:
+                    conn.execute(
+                        "INSERT INTO source_baseline (channel, value) VALUES (?, ?)"
+                        " ON CONFLICT (channel) DO UPDATE SET value = excluded.value",
+                        (channel, repr(value)),
+                    )
             conn.execute(
                 "INSERT INTO checkpoint (id, saved_at) VALUES (1, ?)"
                 " ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at",
@@ -375,11 +398,13 @@ class Store:
 
     def load(self) -> SavedState | None:
         """The saved state, or None for a database that holds none yet."""
-        saved_at, rules_rows, state_rows = self._query(
+        saved_at, rules_rows, state_rows, baseline_rows = self._query(
             "SELECT saved_at FROM checkpoint",
             f"SELECT id, {_RULES_COLUMNS} FROM channels ORDER BY id",
             f"SELECT channel, {', '.join(_STATE_FIELDS)} FROM channel_state",
+            "SELECT channel, value FROM source_baseline",
         )
+        baselines = {channel: _number(channel, text) for channel, text in baseline_rows}
         states = {row[0]: row[1:] for row in state_rows}
         if not saved_at and not rules_rows:
             return None
@@ -397,8 +422,8 @@ class Store:
                 ) from None
             channels[channel_id] = SavedChannel(rules, state)
         if saved_at:
-            return SavedState(saved_at[0][0], channels)
-        return SavedState(min(saved.state.now for saved in channels.values()), channels)
+            return SavedState(saved_at[0][0], channels, baselines)
+        return SavedState(min(saved.state.now for saved in channels.values()), channels, baselines)
 
     def reset_log(self) -> list[ResetRecord]:
         """Every logged reset attempt, oldest first."""
@@ -600,6 +625,14 @@ def _float(name: str, value: float) -> float:
     if math.isnan(value):  # SQLite would store NULL: refuse rather than change the value
         raise ValueError(f"{name} is NaN and cannot be saved")
     return value
+
+
+def _number(channel: str, text: str) -> int | float:
+    """A saved baseline: an int (a counter) or a float (a meter total), exactly as written."""
+    try:
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    except ValueError:
+        raise StoreError(f"the saved baseline of channel {channel!r} is not a number") from None
 
 
 def _intervals(text: str) -> tuple[int, ...]:

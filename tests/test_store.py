@@ -659,3 +659,37 @@ def test_without_a_checkpoint_saved_at_is_the_earliest_channel_time(store: Store
     store.checkpoint({"gas": (GAS, gas.state())}, at("00:40:00"))
     saved = store.load()
     assert saved is not None and saved.saved_at == at("00:40:00")
+
+
+def test_source_baselines_are_saved_with_the_state_exactly(tmp_path: Path) -> None:
+    """A u64 counter and a float meter total come back exactly, with the checkpoint."""
+    channel = main_with_peak()
+    with Store.open(tmp_path) as store:
+        store.checkpoint(
+            {"main": (channel.rules, channel.state()), "gas": (channel.rules, channel.state())},
+            at("00:10:00"),
+            {"main": 2**64 - 1, "gas": 1234567.75, "gone": 5},  # "gone" has no state: ignored
+        )
+    with Store.open(tmp_path) as store:
+        saved = store.load()
+    assert saved is not None
+    assert saved.baselines == {"main": 2**64 - 1, "gas": 1234567.75}
+    assert isinstance(saved.baselines["main"], int) and isinstance(saved.baselines["gas"], float)
+
+
+def test_a_version_1_database_is_upgraded_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database written before source baselines existed opens, upgrades and keeps its state."""
+    channel = main_with_peak()
+    with monkeypatch.context() as old:
+        old.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+        old.setattr(store_module, "SCHEMA_VERSION", 1)
+        with Store.open(tmp_path) as store:
+            store.checkpoint({"main": (channel.rules, channel.state())}, at("00:10:00"))
+    assert raw(tmp_path).execute("PRAGMA user_version").fetchone()[0] == 1
+    with Store.open(tmp_path) as store:
+        saved = store.load()
+    assert saved is not None and saved.channels["main"].state == channel.state()
+    assert saved.baselines == {}
+    assert raw(tmp_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

@@ -16,7 +16,12 @@ engine, so all time handling lives in one place (gateway/clock.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+
+type Baseline = int | float  # a source's raw reading that the counted pulses go up to
 
 
 class PulseSink(Protocol):
@@ -37,3 +42,39 @@ class Source(Protocol):
     async def run(self, sink: PulseSink) -> None:
         """Count pulses and report them to ``sink`` until cancelled."""
         ...
+
+    def baselines(self) -> Mapping[str, Baseline]:
+        """Per channel, the raw reading the pulses reported so far go up to (a Modbus counter's
+        value). The service saves it with each checkpoint, in the same transaction as the
+        channel state, and hands it back on start, so pulses counted by a device while the
+        gateway was down arrive as catch-up. Empty for sources without one."""
+        ...
+
+
+class SourceError(Exception):
+    """A source that cannot be built from the config; the message says why."""
+
+
+def build_sources(config: Config, baselines: Mapping[str, Baseline]) -> list[Source]:
+    """One running source per configured source that has channels.
+
+    ``baselines`` are the saved raw readings per channel (see ``Source.baselines``).
+    """
+    from gateway.sources.simulated import SimulatedMeter, Simulator
+
+    sources: list[Source] = []
+    for source in config.sources:
+        points = {c.id: c.source for c in config.channels if c.source and c.source.id == source.id}
+        if not points:
+            continue
+        if source.type == "simulated":
+            meters = {
+                channel: SimulatedMeter(point.rate, point.mode)  # type: ignore[union-attr]
+                for channel, point in points.items()
+            }
+            sources.append(Simulator(source.id, meters, seed=source.seed))  # type: ignore[union-attr]
+        else:
+            raise SourceError(
+                f"source {source.id!r}: type {source.type} is not available in this version"
+            )
+    return sources

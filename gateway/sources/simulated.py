@@ -71,6 +71,10 @@ class Simulator:
         """Pulses per channel in the next ``seconds`` (the deterministic core of ``run``)."""
         return {channel: meter.advance(seconds) for channel, meter in self._meters.items()}
 
+    def baselines(self) -> dict[str, int]:
+        """A simulation has no device counter to resume from."""
+        return {}
+
     async def run(self, sink: PulseSink) -> None:
         loop = asyncio.get_running_loop()
         sink.source_up(self.id, {})
