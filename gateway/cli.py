@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import ConfigError, load_config
-from gateway.core import Instant, TimeSyntaxError, parse_instant
+from gateway.core import Instant, IntervalRecord, TimeSyntaxError, parse_instant
 from gateway.points import points_csv
 from gateway.replay import ReplayError, ResetLog, replay
 from gateway.service import Gateway, GatewayError
@@ -185,6 +185,7 @@ def _replay(args: argparse.Namespace) -> int:
                 raise ReplayError(f"{args.events}: cannot read: {exc.strerror}") from None
             name = args.events
         resets: ResetLog = []
+        intervals: list[IntervalRecord] = []
         try:
             engine = replay(
                 config,
@@ -194,6 +195,7 @@ def _replay(args: argparse.Namespace) -> int:
                 end=args.end,
                 name=name,
                 resets=resets if store else None,
+                intervals=intervals if store else None,
             )
         except UnicodeDecodeError:
             raise ReplayError(f"{name}: not UTF-8 text") from None
@@ -201,7 +203,9 @@ def _replay(args: argparse.Namespace) -> int:
             for outcomes, states in resets:
                 store.record_resets(outcomes, "replay", states)
             store.checkpoint(
-                {cid: (c.rules, c.state()) for cid, c in engine.channels.items()}, engine.now
+                {cid: (c.rules, c.state()) for cid, c in engine.channels.items()},
+                engine.now,
+                intervals=intervals,
             )
     return EXIT_OK
 

@@ -69,6 +69,7 @@ __all__ = [
     "ChannelConfig",
     "Config",
     "ConfigError",
+    "ExportSchedule",
     "ForeignDevice",
     "GatewaySettings",
     "GpioPoint",
@@ -92,8 +93,8 @@ CHANNEL_ID = re.compile(r"[a-z0-9_]+")
 # The ImportID is a column of the EnergyCAP files (comma- and whitespace-separated).
 IMPORT_ID = re.compile(r"[^\s,\"']+")
 
-TOP_LEVEL_KEYS = ("schema", "gateway", "bacnet", "metrics", "sources", "channels")
-GATEWAY_KEYS = ("name", "state_dir", "timezone")
+TOP_LEVEL_KEYS = ("schema", "gateway", "bacnet", "metrics", "sources", "channels", "export")
+GATEWAY_KEYS = ("name", "state_dir", "timezone", "interval_retention")
 BACNET_KEYS = (
     "address",
     "port",
@@ -106,7 +107,17 @@ BACNET_KEYS = (
 )
 FOREIGN_DEVICE_KEYS = ("bbmd", "ttl")
 METRICS_KEYS = ("listen",)
-SECTION_KEYS = {"gateway": GATEWAY_KEYS, "bacnet": BACNET_KEYS, "metrics": METRICS_KEYS}
+EXPORT_KEYS = ("schedule",)
+SCHEDULE_KEYS = ("directory", "prefix", "format", "at", "value", "time_format", "utc")
+EXPORT_FORMATS = ("energycap1", "energycap3", "energycap4")
+EXPORT_VALUES = ("demand", "consumption")
+SECTION_KEYS = {
+    "gateway": GATEWAY_KEYS,
+    "bacnet": BACNET_KEYS,
+    "metrics": METRICS_KEYS,
+    "export": EXPORT_KEYS,
+}
+DEFAULT_RETENTION = 400 * 86400 * MICROS_PER_SECOND
 CHANNEL_KEYS = (
     "id",
     "import_id",
@@ -140,6 +151,7 @@ class GatewaySettings:
     name: str
     state_dir: Path
     timezone: str
+    interval_retention: Span = DEFAULT_RETENTION  # interval records older than this are pruned
 
     @property
     def zone(self) -> ZoneInfo:
@@ -154,6 +166,19 @@ class ForeignDevice:
     host: str
     port: int
     ttl: int  # seconds; the registration is renewed before it runs out
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSchedule:
+    """``export.schedule``: the daily EnergyCAP drop of the previous day's interval data."""
+
+    directory: Path
+    prefix: str  # files are {prefix}_{yyyyMMdd}.csv, then ...a, ...b when the name exists
+    format: str  # energycap1 | energycap3 | energycap4
+    at: tuple[int, int]  # local (hour, minute) of the daily run
+    value: str  # demand | consumption
+    time_format: str  # an EnergyCAP timestamp picture
+    utc: bool  # timestamps in UTC instead of the gateway's timezone
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +248,7 @@ class Config:
     metrics: MetricsSettings | None
     sources: tuple[SourceConfig, ...]
     channels: tuple[ChannelConfig, ...]
+    export: ExportSchedule | None = None
 
     def rules(self) -> dict[str, ChannelRules]:
         """Channel rules by id, in config order."""
@@ -310,7 +336,7 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
             top.problem("schema", f"this gateway reads schema 1, not {show(schema_node)}")
 
     run = purpose == "run"
-    gateway = bacnet = metrics = None
+    gateway = bacnet = metrics = export = None
     sources: list[SourceConfig] = []
     types: dict[str, str | None] = {}
     if run:  # replay ignores these sections (module docstring)
@@ -320,6 +346,7 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
         gateway = _section(top, "gateway", partial(_gateway, base_dir=Path(file).parent))
         bacnet = _section(top, "bacnet", _bacnet)
         metrics = _section(top, "metrics", _metrics)
+        export = _section(top, "export", partial(_export, base_dir=Path(file).parent))
         sources_node = top.value_node("sources")
         if sources_node is not None:
             sources, types = read_sources(reader, sources_node)
@@ -341,7 +368,7 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
         # Sorted by place: cross-checks run after the walk but belong where the file says.
         raise ConfigError(sorted(reader.problems, key=lambda p: (p.line, p.column)))
     channels = tuple(draft.config for draft in drafts if draft.config is not None)
-    return Config(file, gateway, bacnet, metrics, tuple(sources), channels)
+    return Config(file, gateway, bacnet, metrics, tuple(sources), channels, export)
 
 
 def _compose(text: str, file: str) -> Node:
@@ -393,9 +420,63 @@ def _gateway(entries: Entries, base_dir: Path) -> GatewaySettings | None:
     name = entries.get("name", reader.text, DEFAULT_GATEWAY_NAME)
     state_dir = entries.get("state_dir", partial(_state_dir, reader, base_dir), required=True)
     timezone = entries.get("timezone", partial(_timezone, reader), DEFAULT_TIMEZONE)
-    if name is None or state_dir is None or timezone is None:
+    retention = entries.get("interval_retention", reader.duration, DEFAULT_RETENTION)
+    if retention is not None and retention < 86400 * MICROS_PER_SECOND:
+        entries.problem("interval_retention", "keep interval data at least 1d")
+        retention = None
+    if name is None or state_dir is None or timezone is None or retention is None:
         return None
-    return GatewaySettings(name, state_dir, timezone)
+    return GatewaySettings(name, state_dir, timezone, retention)
+
+
+def _export(entries: Entries, base_dir: Path) -> ExportSchedule | None:
+    node = entries.value_node("schedule")
+    if node is None:
+        return None
+    reader = entries.reader
+    schedule = reader.entries(node, "export.schedule", SCHEDULE_KEYS)
+    if schedule is None:
+        return None
+    directory = schedule.get("directory", partial(_state_dir, reader, base_dir), required=True)
+    prefix = schedule.get("prefix", partial(_prefix, reader), required=True)
+    fmt = schedule.get("format", partial(reader.choice, options=EXPORT_FORMATS), required=True)
+    at = schedule.get("at", partial(_clock_time, reader), (0, 30))
+    value = schedule.get("value", partial(reader.choice, options=EXPORT_VALUES), "demand")
+    time_format = schedule.get("time_format", reader.text, "MM/dd/yyyy HH:mm")
+    utc = schedule.get("utc", partial(_boolean, reader), False)
+    if None in (directory, prefix, fmt, at, value, time_format, utc):
+        return None
+    return ExportSchedule(directory, prefix, fmt, at, value, time_format, utc)
+
+
+def _boolean(reader: Reader, node: Node, path: str) -> bool | None:
+    before = len(reader.problems)
+    value = reader.scalar(node, path)
+    if len(reader.problems) > before:
+        return None
+    if not isinstance(value, bool):
+        reader.problem(node, path, f"expected true or false, found {show(node)}")
+        return None
+    return value
+
+
+def _prefix(reader: Reader, node: Node, path: str) -> str | None:
+    text = reader.text(node, path)
+    if text is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        reader.problem(node, path, f"{text!r}: use letters, digits, _ and - (it starts file names)")
+        return None
+    return text
+
+
+def _clock_time(reader: Reader, node: Node, path: str) -> tuple[int, int] | None:
+    text = reader.text(node, path)
+    if text is None:
+        return None
+    match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", text)
+    if match is None:
+        reader.problem(node, path, f"{text!r}: a daily time as HH:MM in quotes, like '00:30'")
+        return None
+    return int(match[1]), int(match[2])
 
 
 def _state_dir(reader: Reader, base_dir: Path, node: Node, path: str) -> Path | None:

@@ -33,6 +33,9 @@ from gateway.core import (
     DemandError,
     Engine,
     Instant,
+    IntervalLog,
+    IntervalMark,
+    IntervalRecord,
     ResetOutcome,
     TimeSyntaxError,
     format_instant,
@@ -64,18 +67,20 @@ def replay(
     end: Instant | None = None,
     name: str = "EVENTS",
     resets: ResetLog | None = None,
+    intervals: list[IntervalRecord] | None = None,
 ) -> Engine | None:
     """Read the event log ``events`` (lines of CSV) and write the boundary table to ``out``.
 
     Returns the engine as the log left it (None for an empty log without --start). When
     ``resets`` is given, every reset attempt is appended to it with the states after it, for
-    ``replay --db``, which writes them only once the whole log was good.
+    ``replay --db``, which writes them only once the whole log was good; likewise every
+    interval record (PRODUCT.md §7) into ``intervals``.
     """
     if start is not None and end is not None and end < start:
         raise ReplayError("--end is earlier than --start")
     with tempfile.SpooledTemporaryFile(_SPOOL_BYTES, mode="w+", newline="") as spool:
         spool.write(OUTPUT_HEADER + "\n")
-        engine = _run(config, events, spool, start, end, name, resets)
+        engine = _run(config, events, spool, start, end, name, resets, intervals)
         spool.seek(0)
         shutil.copyfileobj(spool, out)
     return engine
@@ -89,6 +94,7 @@ def _run(
     end: Instant | None,
     name: str,
     resets: ResetLog | None,
+    intervals: list[IntervalRecord] | None,
 ) -> Engine | None:
     rows = csv.reader(events)
     header = next(rows, None)
@@ -102,7 +108,7 @@ def _run(
         )
 
     engine: Engine | None = None if start is None else Engine(config.rules(), start)
-    write = _Writer(out.write)
+    write = _Writer(out.write, config, intervals, engine)
     channels = set(config.rules())
     last_text = ""
     t: Instant = start if start is not None else 0  # the previous row's time
@@ -123,6 +129,7 @@ def _run(
                 now = parse_instant(time_text)
                 if engine is None:
                     engine = Engine(config.rules(), now)
+                    write.engine = engine
                 elif start is not None and now < start:
                     raise ReplayError(f"time {time_text} is before --start")
                 elif now < t:
@@ -208,14 +215,35 @@ def _empty(value: str, event: str) -> None:
 
 
 class _Writer:
-    """Writes boundary readings as output rows, formatting each boundary instant once."""
+    """Writes boundary readings as output rows, formatting each boundary instant once; with
+    ``records``, also collects the interval records the readings complete."""
 
-    def __init__(self, write: Callable[[str], object]) -> None:
+    def __init__(
+        self,
+        write: Callable[[str], object],
+        config: Config,
+        records: list[IntervalRecord] | None,
+        engine: Engine | None = None,
+    ) -> None:
         self._write = write
         self._instant = -1
         self._stamp = ""
+        self._config = config
+        self._records = records
+        self._log: IntervalLog | None = None
+        self.engine = engine
 
     def __call__(self, readings: list[ChannelReading]) -> None:
+        if self._records is not None and readings and self.engine is not None:
+            if self._log is None:  # counting began at the engine's start
+                self._log = IntervalLog(
+                    {c.id: c.interval for c in self._config.channels},
+                    {
+                        c.id: IntervalMark(self.engine.start, 0, c.rules.initial_reading)
+                        for c in self._config.channels
+                    },
+                )
+            self._records += self._log.observe(readings, self.engine.channels)
         for item in readings:
             r = item.reading
             if r.time != self._instant:

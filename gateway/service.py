@@ -33,13 +33,25 @@ from pathlib import Path
 
 from gateway.clock import Step, Timeline
 from gateway.config import ChannelConfig, Config, ConfigError, load_config
-from gateway.core import Channel, ChannelReading, Engine, Instant, ResetOutcome, Unit
+from gateway.core import (
+    Channel,
+    ChannelReading,
+    Engine,
+    Instant,
+    IntervalLog,
+    IntervalMark,
+    IntervalRecord,
+    ResetOutcome,
+    Unit,
+)
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, serve_metrics
 from gateway.sources import Source, SourceError, build_sources
 from gateway.store import Store
 
 CHECKPOINT_EVERY_US = 1_000_000
+PRUNE_EVERY_US = 3600 * 1_000_000  # expired interval records are deleted hourly, in batches
+PRUNE_BATCH = 5000
 STOP_TIMEOUT_S = 4.0  # the whole stop must fit in 5 s (issue 3)
 SOURCE_RESTART_S = 5.0
 
@@ -80,6 +92,9 @@ class Gateway:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._held = False
+        self.intervals = IntervalLog({}, {})
+        self._pending: list[IntervalRecord] = []  # interval records not yet checkpointed
+        self._next_prune: Instant = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -88,6 +103,8 @@ class Gateway:
         self.store = Store.open(self.config.gateway.state_dir)
         try:
             self.engine = self._restore()
+            self.intervals = IntervalLog(self._interval_spans(), self.store.interval_marks())
+            self._mark_new_channels(self.engine.now)
             self._checkpoint(self.engine.now)
             await self._start_metrics()
             self._start_sources()
@@ -296,9 +313,22 @@ class Gateway:
             if now >= self.status.last_checkpoint + CHECKPOINT_EVERY_US:
                 self._checkpoint(now)
 
+    def _interval_spans(self) -> dict[str, int]:
+        return {c.id: c.interval for c in self.config.channels}
+
+    def _mark_new_channels(self, t: Instant) -> None:
+        """Interval records of a channel with no mark yet start at ``t`` from its totals."""
+        assert self.engine is not None
+        for channel_id, channel in self.engine.channels.items():
+            if channel_id not in self.intervals.marks:
+                mark = IntervalMark(t, channel.pulses_total, channel.consumption)
+                self.intervals.marks[channel_id] = mark
+
     def _on_readings(self, readings: list[ChannelReading], t: Instant) -> None:
         if not readings:
             return
+        assert self.engine is not None
+        self._pending += self.intervals.observe(readings, self.engine.channels)
         self.status.boundary_lag_s = max(0.0, (t - readings[-1].reading.time) / 1e6)
         if self.live:
             for item in readings:
@@ -324,13 +354,37 @@ class Gateway:
                 {cid: (c.rules, c.state()) for cid, c in self.engine.channels.items()},
                 t,
                 self._collect_baselines(),
+                self._pending,
+                self.intervals.marks,
             )
-        except Exception as exc:  # disk full, I/O error: keep counting in memory
-            log.error("checkpoint_failed", error=repr(exc))
+        except Exception as exc:  # disk full, I/O error: keep counting in memory, retry
+            log.error("checkpoint_failed", error=repr(exc), pending_intervals=len(self._pending))
             return
         finally:
             self.metrics.checkpoint_duration.observe(time.perf_counter() - began)
+        self._pending = []
         self.status.last_checkpoint = t
+        if t >= self._next_prune:
+            self._next_prune = t + PRUNE_EVERY_US
+            asyncio.get_running_loop().create_task(self._prune(t), name="prune")
+
+    async def _prune(self, t: Instant) -> None:
+        """Delete interval records past the retention, a batch at a time between other work."""
+        assert self.config.gateway is not None
+        before = t - self.config.gateway.interval_retention
+        deleted = 0
+        while self.store is not None:
+            try:
+                batch = self.store.prune_intervals(before, PRUNE_BATCH)
+            except Exception as exc:  # pruning can wait for the next hour
+                log.error("interval_prune_failed", error=repr(exc))
+                return
+            deleted += batch
+            if batch < PRUNE_BATCH:
+                break
+            await asyncio.sleep(0)  # let sources and BACnet in between batches
+        if deleted:
+            log.info("intervals_pruned", deleted=deleted)
 
     # -- PulseSink: what sources report -----------------------------------------------------
 
@@ -472,6 +526,8 @@ class Gateway:
         self._checkpoint(t)  # removed channels' last state stays in the store
         self.engine = Engine.of(channels, t)
         self.config = new
+        self.intervals.intervals = self._interval_spans()
+        self._mark_new_channels(t)
         if sources_changed:
             self.status.sources_up = {}
             self._start_sources()

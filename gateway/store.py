@@ -45,6 +45,8 @@ from gateway.core import (
     ChannelState,
     DemandError,
     Instant,
+    IntervalMark,
+    IntervalRecord,
     ResetOutcome,
     Totals,
 )
@@ -117,6 +119,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE source_baseline (
             channel TEXT PRIMARY KEY REFERENCES channels (id) ON DELETE CASCADE,
             value TEXT NOT NULL)""",
+    ),
+    (
+        # 3: interval records (PRODUCT.md §7), written with the checkpoint at each interval end.
+        # No foreign key: like the reset audit, interval data outlives a removed channel.
+        f"""CREATE TABLE intervals (
+            channel TEXT NOT NULL, end_us INTEGER NOT NULL, start_us INTEGER NOT NULL,
+            pulses INTEGER NOT NULL, {_real("consumption")}, {_real("average_demand")},
+            estimated INTEGER NOT NULL CHECK (estimated IN (0, 1)),
+            pulses_total INTEGER NOT NULL, {_real("consumption_total")},
+            PRIMARY KEY (end_us, channel)) WITHOUT ROWID""",
+        "CREATE INDEX intervals_by_channel ON intervals (channel, end_us)",
+        # where each channel's next record starts (IntervalMark), saved with every checkpoint
+        f"""CREATE TABLE interval_mark (
+            channel TEXT PRIMARY KEY REFERENCES channels (id) ON DELETE CASCADE,
+            end_us INTEGER NOT NULL, pulses_total INTEGER NOT NULL,
+            {_real("consumption_total")})""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -313,9 +331,12 @@ class Store:
         states: Mapping[str, Saved],
         at: Instant,
         baselines: Mapping[str, int | float] | None = None,
+        intervals: Sequence[IntervalRecord] = (),
+        marks: Mapping[str, IntervalMark] | None = None,
     ) -> None:
-        """Save every given channel's rules and state, the sources' ``baselines`` (per channel)
-        and ``at`` as the checkpoint instant, in one transaction.
+        """Save every given channel's rules and state, the sources' ``baselines`` (per channel),
+        new interval records with the log's ``marks``, and ``at`` as the checkpoint instant, in
+        one transaction.
 
         Channels not in ``states`` keep their saved rows: removing one is ``forget_channel``.
         """
@@ -323,6 +344,33 @@ class Store:
         with self._write() as conn:
             for channel, (rules, _) in states.items():
                 _save_channel(conn, channel, rules, rows[channel])
+            if intervals:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO intervals (channel, end_us, start_us, pulses,"
+                    " consumption, average_demand, estimated, pulses_total, consumption_total)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            r.channel,
+                            r.end,
+                            r.start,
+                            r.pulses,
+                            float(r.consumption),
+                            _float("average_demand", r.average_demand),
+                            int(r.estimated),
+                            r.pulses_total,
+                            float(r.consumption_total),
+                        )
+                        for r in intervals
+                    ],
+                )
+            for channel, mark in (marks or {}).items():
+                if channel in states:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO interval_mark"
+                        " (channel, end_us, pulses_total, consumption_total) VALUES (?, ?, ?, ?)",
+                        (channel, mark.end, mark.pulses_total, float(mark.consumption_total)),
+                    )
             for channel, value in (baselines or {}).items():
                 if channel in states:
                     conn.execute(
@@ -424,6 +472,48 @@ class Store:
         if saved_at:
             return SavedState(saved_at[0][0], channels, baselines)
         return SavedState(min(saved.state.now for saved in channels.values()), channels, baselines)
+
+    def interval_marks(self) -> dict[str, IntervalMark]:
+        """Per channel, where its next interval record starts (saved with the checkpoint)."""
+        (rows,) = self._query(
+            "SELECT channel, end_us, pulses_total, consumption_total FROM interval_mark"
+        )
+        return {channel: IntervalMark(end, pulses, total) for channel, end, pulses, total in rows}
+
+    def intervals(
+        self, since: Instant, until: Instant, channels: Sequence[str] | None = None
+    ) -> Iterator[IntervalRecord]:
+        """Records with since < end <= until, by end then channel id, read as a stream."""
+        query = (
+            "SELECT channel, end_us, start_us, pulses, consumption, average_demand, estimated,"
+            " pulses_total, consumption_total FROM intervals WHERE end_us > ? AND end_us <= ?"
+        )
+        args: list[object] = [since, until]
+        if channels is not None:
+            query += f" AND channel IN ({', '.join('?' for _ in channels)})"
+            args += list(channels)
+        cursor = self._connection().execute(query + " ORDER BY end_us, channel", args)
+        try:
+            while rows := cursor.fetchmany(1000):
+                for row in rows:
+                    yield IntervalRecord(
+                        row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8]
+                    )
+        finally:
+            cursor.close()
+
+    def prune_intervals(self, before: Instant, limit: int = 5000) -> int:
+        """Delete up to ``limit`` records that ended before ``before``; the number deleted.
+
+        Small batches, so a year of expired records never holds the write lock for long.
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM intervals WHERE (end_us, channel) IN (SELECT end_us, channel"
+                " FROM intervals WHERE end_us < ? ORDER BY end_us LIMIT ?)",
+                (before, limit),
+            )
+            return cursor.rowcount
 
     def reset_log(self) -> list[ResetRecord]:
         """Every logged reset attempt, oldest first."""

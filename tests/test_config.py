@@ -1013,3 +1013,64 @@ def test_bacnet_device_properties_and_foreign_device_come_through() -> None:
     assert bacnet.foreign_device == ForeignDevice("192.0.2.10", 47808, 600)
     default = parse_config(VALID, "site.yaml", purpose="run").bacnet
     assert default is not None and default.foreign_device is None and default.location == ""
+
+
+EXPORT = """\
+export:
+  schedule:
+    directory: drop
+    prefix: site_a
+    format: energycap3
+    at: '01:15'
+    value: consumption
+    time_format: yyyyMMdd hh:mm
+"""
+
+
+def test_the_export_schedule_and_retention_come_through(tmp_path: Path) -> None:
+    """export.schedule is read with its defaults; a relative directory sits by the config."""
+    text = VALID.replace("  timezone: UTC", "  timezone: UTC\n  interval_retention: 30d") + EXPORT
+    config = parse_config(text, str(tmp_path / "site.yaml"), purpose="run")
+    assert config.gateway is not None and config.gateway.interval_retention == parse_duration("30d")
+    schedule = config.export
+    assert schedule is not None
+    assert (schedule.directory, schedule.prefix, schedule.format, schedule.at) == (
+        tmp_path / "drop",
+        "site_a",
+        "energycap3",
+        (1, 15),
+    )
+    assert (schedule.value, schedule.time_format, schedule.utc) == (
+        "consumption",
+        "yyyyMMdd hh:mm",
+        False,
+    )
+    default = parse_config(VALID, "site.yaml", purpose="run")
+    assert default.export is None
+    assert default.gateway is not None and default.gateway.interval_retention == parse_duration(
+        "400d"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "message"),
+    [
+        ("format: energycap3", "format: energycap2", "export.schedule.format", "energycap1"),
+        ("at: '01:15'", "at: '25:00'", "export.schedule.at", "HH:MM"),
+        ("prefix: site_a", "prefix: site a", "export.schedule.prefix", "letters, digits"),
+        (
+            "    value: consumption\n",
+            "    value: consumption\n    utc: maybe\n",
+            "export.schedule.utc",
+            "true or false",
+        ),
+        ("    prefix: site_a\n", "", "export.schedule.prefix", "required"),
+    ],
+)
+def test_a_broken_export_schedule_is_named(old: str, new: str, path: str, message: str) -> None:
+    """Each mistake in export.schedule is reported with its key path."""
+    with pytest.raises(ConfigError) as error:
+        parse_config(VALID + EXPORT.replace(old, new), "site.yaml", purpose="run")
+    assert any(f" {path}: " in str(p) and message in str(p) for p in error.value.problems), [
+        str(p) for p in error.value.problems
+    ]

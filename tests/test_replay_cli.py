@@ -240,3 +240,24 @@ def test_replay_db_refuses_a_database_with_state_and_a_bad_log_writes_nothing(
     assert run_cli(capsys, "replay", "-c", config, events, "--db", str(db))[0] == 0
     code, out, err = run_cli(capsys, "replay", "-c", config, events, "--db", str(db))
     assert (code, out) == (2, "") and "already holds state" in err
+
+
+def test_replay_db_writes_interval_records(capsys, tmp_path: Path) -> None:
+    """--db holds the 15-minute records of the log, flagged and summed as worked by hand."""
+    case = Path(__file__).parent / "golden" / "shared-replay-edges"
+    db = tmp_path / "edges.db"
+    code = main(
+        ["replay", "-c", str(case / "config.yaml"), str(case / "events.csv"), "--db", str(db)]
+    )
+    capsys.readouterr()
+    assert code == 0
+    with Store.open_readonly(db) as store:
+        records = list(store.intervals(0, 2**62))
+    assert [
+        (r.end - r.start, r.pulses, r.consumption, r.average_demand, r.estimated) for r in records
+    ] == [
+        (900_000_000, 25, 12.5, 50.0, False),
+        (900_000_000, 3, 1.5, 6.0, True),  # offline from 00:26
+        (900_000_000, 46, 23.0, 92.0, True),  # the 40 catch-up pulses at 00:33, 5, and 1
+    ]
+    assert records[-1].consumption_total == 1037.0

@@ -14,6 +14,7 @@ from gateway.core.demand import (
     Totals,
 )
 from gateway.core.engine import ChannelReading, Engine
+from gateway.core.intervals import IntervalLog, IntervalMark, IntervalRecord
 from gateway.core.timeline import (
     Instant,
     Span,
@@ -34,6 +35,9 @@ __all__ = [
     "DemandError",
     "Engine",
     "Instant",
+    "IntervalLog",
+    "IntervalMark",
+    "IntervalRecord",
     "Reading",
     "ResetOutcome",
     "Span",

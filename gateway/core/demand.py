@@ -209,6 +209,11 @@ class Channel:
         return self._offline_since is None
 
     @property
+    def valid_from(self) -> Instant:
+        """The earliest instant a valid window may start (counting began, last outage ended)."""
+        return self._valid_from
+
+    @property
     def peak_time(self) -> Instant | None:
         return self._peak_time
 

@@ -27,7 +27,7 @@ class ChannelReading:
 class Engine:
     """The demand rules for an ordered set of channels."""
 
-    __slots__ = ("_order", "channels", "next_due", "now")
+    __slots__ = ("_order", "channels", "next_due", "now", "start")
 
     def __init__(self, rules: Mapping[str, ChannelRules], start: Instant) -> None:
         """Channels in config order, all counted from ``start``."""
@@ -35,6 +35,7 @@ class Engine:
             channel_id: Channel(channel_rules, start) for channel_id, channel_rules in rules.items()
         }
         self._order = list(self.channels.items())
+        self.start = start
         self.now = start
         self.next_due = self._earliest_boundary()
 
