@@ -9,13 +9,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
 from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
 
 from gateway import __version__
 from gateway.config import ConfigError, load_config
 from gateway.core import Instant, IntervalRecord, TimeSyntaxError, parse_instant
+from gateway.export import (
+    DEFAULT_TIME_FORMAT,
+    FORMATS,
+    VALUES,
+    ExportChannel,
+    day_span,
+    local_to_instant,
+    write_export,
+)
 from gateway.points import points_csv
 from gateway.replay import ReplayError, ResetLog, replay
 from gateway.service import Gateway, GatewayError
@@ -56,6 +70,48 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate a config and print a summary (exit 0 valid, 2 invalid)"
     )
     check.add_argument("-c", "--config", required=True, metavar="FILE", help="config YAML")
+
+    export = commands.add_parser(
+        "export",
+        help="interval data in an EnergyCAP import format",
+        description="Export interval records (interval ends in the range) in an EnergyCAP text "
+        "import format. Times are the config's local standard time all year (so no timestamp "
+        "repeats or goes missing at DST changes) unless --dst or --utc; with --db alone they "
+        "are UTC and ImportIDs are the channel ids.",
+    )
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", "--config", metavar="FILE", help="config YAML (its state_dir)")
+    source.add_argument("--db", metavar="PATH", help="a gateway.db file (or one from replay --db)")
+    export.add_argument("--format", required=True, choices=FORMATS)
+    export.add_argument(
+        "--from",
+        dest="since",
+        required=True,
+        metavar="D",
+        help="first day (YYYY-MM-DD) or time after which interval ends count",
+    )
+    export.add_argument(
+        "--to",
+        dest="until",
+        required=True,
+        metavar="D",
+        help="last day (YYYY-MM-DD, inclusive) or last interval end",
+    )
+    export.add_argument("--value", choices=VALUES, default="demand")
+    export.add_argument(
+        "--time-format",
+        default=DEFAULT_TIME_FORMAT,
+        metavar="PICTURE",
+        help=f"an EnergyCAP timestamp picture (default {DEFAULT_TIME_FORMAT!r})",
+    )
+    export.add_argument("--utc", action="store_true", help="timestamps in UTC (GMT)")
+    export.add_argument(
+        "--dst",
+        action="store_true",
+        help="wall-clock local time (warns about the repeated and skipped hour)",
+    )
+    export.add_argument("--channels", metavar="ID,ID", help="only these channels")
+    export.add_argument("--out", metavar="FILE", help="write here (atomically) instead of stdout")
 
     points = commands.add_parser(
         "points",
@@ -117,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "resets":
             return _resets(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "points":
             print(points_csv(load_config(args.config, purpose="run")), end="")
             return EXIT_OK
@@ -126,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except ReplayError as exc:
         print(f"pulse-gateway replay: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ExportError as exc:
+        print(f"pulse-gateway export: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (StoreError, GatewayError) as exc:
         print(f"pulse-gateway {args.command}: {exc}", file=sys.stderr)
@@ -152,6 +213,98 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:  # a listen address in use or not on this host
         raise GatewayError(f"cannot start: {exc.strerror or exc}") from None
     return EXIT_OK
+
+
+class ExportError(Exception):
+    """A bad export request (range, channels, picture); the message says which."""
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        config = load_config(args.config, purpose="run")
+        assert config.gateway is not None
+        db = Path(config.gateway.state_dir) / "gateway.db"
+        zone = None if args.utc else config.gateway.zone
+        known = [ExportChannel.of(channel) for channel in config.channels]
+    else:
+        db, zone, known = Path(args.db), None, []
+    with Store.open_readonly(db) as store:
+        if args.config is None:  # no config: ids as ImportIDs, units as saved with the channels
+            saved = store.load()
+            known = [
+                ExportChannel(cid, cid, entry.rules.unit)
+                for cid, entry in (saved.channels.items() if saved else [])
+            ]
+        channels = _chosen(known, args.channels)
+        since = _export_time(args.since, zone, args.dst, end_of_day=False)
+        until = _export_time(args.until, zone, args.dst, end_of_day=True)
+        if until <= since:
+            raise ExportError("--to is not after --from: nothing to export")
+        records = store.intervals(since, until, [c.id for c in channels])
+        options = {
+            "format": args.format,
+            "value": args.value,
+            "time_format": args.time_format,
+            "zone": zone,
+            "dst": args.dst,
+            "warn": _warn,
+        }
+        try:
+            if args.out is None:
+                write_export(records, channels, sys.stdout, **options)
+            else:
+                _write_atomically(
+                    Path(args.out), lambda out: write_export(records, channels, out, **options)
+                )
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+    return EXIT_OK
+
+
+def _chosen(known: list[ExportChannel], wanted: str | None) -> list[ExportChannel]:
+    if wanted is None:
+        return known
+    ids = [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = [w for w in ids if w not in {c.id for c in known}]
+    if unknown or not ids:
+        names = ", ".join(c.id for c in known)
+        raise ExportError(f"unknown channel {', '.join(unknown) or '(none)'}: known are {names}")
+    return [c for c in known if c.id in ids]
+
+
+def _export_time(text: str, zone: ZoneInfo | None, dst: bool, *, end_of_day: bool) -> Instant:
+    """A day (its intervals) or an ISO time; without a zone, local time of the config."""
+    try:
+        if len(text) == 10:
+            after, through = day_span(date.fromisoformat(text), zone, dst=dst)
+            return through if end_of_day else after
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ExportError(
+            f"cannot read {text!r}: a day like 2026-01-31 or a time like 2026-01-31T06:00"
+        ) from None
+    if moment.tzinfo is not None:
+        return parse_instant(text)
+    return local_to_instant(moment, zone, dst=dst)
+
+
+def _write_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
+    """Write ``path`` through a temporary file in its directory: never a half file."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _warn(message: str) -> None:
+    print(f"pulse-gateway export: warning: {message}", file=sys.stderr)
 
 
 def _resets(args: argparse.Namespace) -> int:

@@ -1,0 +1,41 @@
+"""Interval data out of the gateway: EnergyCAP import files and the daily drop (PRODUCT.md §7).
+
+``write_export`` formats interval records (``energycap.py``), ``parse_picture`` reads EnergyCAP
+timestamp pictures (``pictures.py``), ``localtime.py`` holds the daylight-saving rule and
+``drop_file`` writes the dated drop files atomically (``drop.py``). Nothing here reads the
+store, a clock or the config file: callers hand records and settings in.
+"""
+
+from gateway.export.drop import drop_file
+from gateway.export.energycap import (
+    DEFAULT_TIME_FORMAT,
+    FORMATS,
+    UNIT_CODES,
+    VALUES,
+    ExportChannel,
+    ExportWarning,
+    IntervalRecord,
+    format_number,
+    unit_code,
+    write_export,
+)
+from gateway.export.localtime import day_span, local_time, local_to_instant
+from gateway.export.pictures import parse_picture
+
+__all__ = [
+    "DEFAULT_TIME_FORMAT",
+    "FORMATS",
+    "UNIT_CODES",
+    "VALUES",
+    "ExportChannel",
+    "ExportWarning",
+    "IntervalRecord",
+    "day_span",
+    "drop_file",
+    "format_number",
+    "local_time",
+    "local_to_instant",
+    "parse_picture",
+    "unit_code",
+    "write_export",
+]
