@@ -29,7 +29,9 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from gateway.clock import Step, Timeline
 from gateway.config import ChannelConfig, Config, ConfigError, load_config
@@ -44,6 +46,7 @@ from gateway.core import (
     ResetOutcome,
     Unit,
 )
+from gateway.export import ExportChannel, day_span, drop_file, local_time, write_export
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, serve_metrics
 from gateway.sources import Source, SourceError, build_sources
@@ -52,6 +55,8 @@ from gateway.store import Store
 CHECKPOINT_EVERY_US = 1_000_000
 PRUNE_EVERY_US = 3600 * 1_000_000  # expired interval records are deleted hourly, in batches
 PRUNE_BATCH = 5000
+EXPORT_RETRY_S = 3600.0  # a failed daily drop is tried again an hour later
+LAST_EXPORT_DAY = "last_export_day"
 STOP_TIMEOUT_S = 4.0  # the whole stop must fit in 5 s (issue 3)
 SOURCE_RESTART_S = 5.0
 
@@ -89,6 +94,7 @@ class Gateway:
         # per channel, the raw device reading the saved counts go up to (Source.baselines)
         self._baselines: dict[str, int | float] = {}
         self._tick_task: asyncio.Task[None] | None = None
+        self._export_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._held = False
@@ -112,6 +118,7 @@ class Gateway:
             self.store.close()
             raise
         self._tick_task = asyncio.create_task(self._tick(), name="tick")
+        self._start_export_schedule()
         log.info(
             "gateway_started",
             name=self.config.gateway.name,
@@ -157,7 +164,10 @@ class Gateway:
         """Stop tasks, close the boundaries due, checkpoint, release the state dir."""
         if self.store is None:
             return
-        tasks = [*self._source_tasks.values(), *([self._tick_task] if self._tick_task else [])]
+        tasks = [
+            *self._source_tasks.values(),
+            *(task for task in (self._tick_task, self._export_task) if task is not None),
+        ]
         for task in tasks:
             task.cancel()
         with contextlib.suppress(TimeoutError):
@@ -368,6 +378,85 @@ class Gateway:
             self._next_prune = t + PRUNE_EVERY_US
             asyncio.get_running_loop().create_task(self._prune(t), name="prune")
 
+    # -- the daily EnergyCAP drop ------------------------------------------------------------
+
+    def _start_export_schedule(self) -> None:
+        if self._export_task is not None:
+            self._export_task.cancel()
+            self._export_task = None
+        if self.config.export is not None:
+            self._export_task = asyncio.create_task(self._export_schedule(), name="export")
+
+    def _export_zone(self) -> ZoneInfo | None:
+        schedule, gateway = self.config.export, self.config.gateway
+        return None if schedule is None or schedule.utc else gateway.zone
+
+    def due_export_days(self, now: Instant) -> list[date]:
+        """The days whose drop is due at ``now``: after the last one made, through yesterday
+        (once today's run time has passed), at most a retention's worth. The first run ever
+        drops yesterday only, not the whole history."""
+        assert self.config.export is not None and self.store is not None
+        local = local_time(now, self._export_zone(), dst=True)
+        hour, minute = self.config.export.at
+        latest = local.date() - timedelta(
+            days=1 if (local.hour, local.minute) >= (hour, minute) else 2
+        )
+        done = self.store.meta(LAST_EXPORT_DAY)
+        first = date.fromisoformat(done) + timedelta(days=1) if done else latest
+        assert self.config.gateway is not None
+        oldest = latest - timedelta(days=self.config.gateway.interval_retention // 86_400_000_000)
+        first = max(first, oldest)
+        return [first + timedelta(days=n) for n in range((latest - first).days + 1)]
+
+    async def _export_schedule(self) -> None:
+        """Drop each due day's file; sleep until the next run time; catch up missed days."""
+        schedule = self.config.export
+        assert schedule is not None and self.store is not None
+        while True:
+            delay = None
+            for day in self.due_export_days(self._now()):
+                try:
+                    path = await asyncio.to_thread(self._drop_day, day)
+                except Exception as exc:  # a full disk or a removed directory: try again later
+                    log.error("export_drop_failed", day=day.isoformat(), error=repr(exc))
+                    delay = EXPORT_RETRY_S
+                    break
+                self.store.set_meta(LAST_EXPORT_DAY, day.isoformat())
+                log.info("export_dropped", day=day.isoformat(), file=str(path))
+            if delay is None:
+                local = local_time(self._now(), self._export_zone(), dst=True)
+                hour, minute = schedule.at
+                run = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+                if run <= local:
+                    run += timedelta(days=1)
+                delay = (run - local).total_seconds()
+            await asyncio.sleep(delay)
+
+    def _drop_day(self, day: date) -> Path:
+        """Write one day's file (in a worker thread, on its own read-only connection)."""
+        schedule, gateway = self.config.export, self.config.gateway
+        assert schedule is not None and gateway is not None
+        zone = self._export_zone()
+        channels = [ExportChannel.of(c) for c in self.config.channels]
+        schedule.directory.mkdir(parents=True, exist_ok=True)
+        with Store.open_readonly(Path(gateway.state_dir) / "gateway.db") as store:
+            records = store.intervals(*day_span(day, zone), [c.id for c in channels])
+            return drop_file(
+                schedule.directory,
+                schedule.prefix,
+                day,
+                lambda out: write_export(
+                    records,
+                    channels,
+                    out,
+                    format=schedule.format,
+                    value=schedule.value,
+                    time_format=schedule.time_format,
+                    zone=zone,
+                    warn=lambda message: log.warning("export_warning", message=message),
+                ),
+            )
+
     async def _prune(self, t: Instant) -> None:
         """Delete interval records past the retention, a batch at a time between other work."""
         assert self.config.gateway is not None
@@ -528,6 +617,8 @@ class Gateway:
         self.config = new
         self.intervals.intervals = self._interval_spans()
         self._mark_new_channels(t)
+        if old.export != new.export:
+            self._start_export_schedule()
         if sources_changed:
             self.status.sources_up = {}
             self._start_sources()

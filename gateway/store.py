@@ -515,6 +515,23 @@ class Store:
             )
             return cursor.rowcount
 
+    def meta(self, key: str) -> str | None:
+        """A value the gateway keeps about itself (e.g. the last day the export dropped)."""
+        with self._mutex:
+            try:
+                row = (
+                    self._connection()
+                    .execute("SELECT value FROM meta WHERE key = ?", (key,))
+                    .fetchone()
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read {self.path}: {exc}") from exc
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     def reset_log(self) -> list[ResetRecord]:
         """Every logged reset attempt, oldest first."""
         (rows,) = self._query(_LOG_QUERY)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import Timeline
-from gateway.config import load_config
+from gateway.config import Config, load_config
 from gateway.service import Gateway
 from gateway.store import Store
 from tests.daemon import write_config
@@ -23,6 +23,10 @@ CHANNELS = (
 
 async def started(tmp_path: Path, clocks: FakeClocks) -> Gateway:
     config = load_config(write_config(tmp_path, channels=CHANNELS), purpose="run")
+    return await started_with(config, clocks)
+
+
+async def started_with(config: Config, clocks: FakeClocks) -> Gateway:
     gateway = Gateway(config, timeline=Timeline(clocks.wall, clocks.mono))
     await gateway.start()
     for _ in range(50):  # the source task reports itself up on its first run
@@ -208,3 +212,45 @@ async def test_interval_records_add_up_across_a_restart(tmp_path: Path) -> None:
     total = sum(r.consumption for r in records)
     last = records[-1]
     assert total == pytest.approx(last.consumption_total) and last.consumption_total <= consumption
+
+
+@pytest.mark.asyncio
+async def test_the_daily_drop_writes_yesterday_and_catches_up_after_downtime(
+    tmp_path: Path,
+) -> None:
+    """At its time the schedule drops the previous day; days missed while down come at start."""
+    channels = CHANNELS.replace("demand_slide: 1s,", "demand_slide: 1s, interval: 2s,")
+    path = write_config(tmp_path, channels=channels)
+    path.write_text(
+        path.read_text()
+        + "export:\n  schedule: {directory: drop, prefix: gss, format: energycap3, at: '00:00',"
+        " utc: true, time_format: 'MM/dd/yyyy HH:mm:ss', value: consumption}\n"
+    )
+    config = load_config(path, purpose="run")
+    clocks = FakeClocks()
+    clocks.wall_us -= 10_000_000  # 2025-12-31T23:59:50Z
+    drop = tmp_path / "drop"
+
+    async def run_once(seconds: int) -> None:
+        gateway = await started_with(config, clocks)
+        try:
+            steady(gateway, clocks, seconds)
+            for _ in range(100):  # the drop runs in a worker thread
+                if gateway.store.meta("last_export_day") is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert gateway.due_export_days(clocks.wall_us) == []
+        finally:
+            await gateway.stop()
+
+    await run_once(6)  # 23:59:50 -> 23:59:56: the first run ever drops only the day before
+    clocks.elapse(10)  # down over midnight
+    await run_once(2)  # 00:00:06 on Jan 1st: Dec 31st is due now
+    files = sorted(p.name for p in drop.iterdir())
+    assert files == ["gss_20251230.csv", "gss_20251231.csv"]
+    assert (drop / "gss_20251230.csv").read_text() == "TIMESTAMP,IMPORTID,UNIT,VALUE\n"
+    rows = (drop / "gss_20251231.csv").read_text().splitlines()[1:]
+    assert rows and all(
+        row.startswith("12/31/2025 23:59:") or row.startswith("01/01/2026 00:00:00") for row in rows
+    )
+    assert all(",e,KWH," in row for row in rows)
