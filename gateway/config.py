@@ -263,8 +263,9 @@ class Config:
 
     @property
     def bacnet_object_count(self) -> int:
-        """Device + 6 analog-inputs and a reset binary-value per channel + reset_all."""
-        return 1 + (OBJECTS_PER_CHANNEL + 1) * len(self.channels) + 1
+        """Device + 6 analog-inputs and a reset binary-value per channel + reset_all + the
+        B/IP network-port object (which bacpypes3 binds through)."""
+        return 1 + (OBJECTS_PER_CHANNEL + 1) * len(self.channels) + 1 + 1
 
     def summary(self) -> str:
         """What ``pulse-gateway check`` prints for a valid file."""

@@ -31,8 +31,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from gateway import __version__
 from gateway.clock import Step, Timeline
 from gateway.config import ChannelConfig, Config, ConfigError, load_config
 from gateway.core import (
@@ -59,6 +61,9 @@ EXPORT_RETRY_S = 3600.0  # a failed daily drop is tried again an hour later
 LAST_EXPORT_DAY = "last_export_day"
 STOP_TIMEOUT_S = 4.0  # the whole stop must fit in 5 s (issue 3)
 SOURCE_RESTART_S = 5.0
+
+if TYPE_CHECKING:
+    from gateway.bacnet.server import BacnetServer
 
 log = get_logger("service")
 
@@ -89,6 +94,7 @@ class Gateway:
         self.engine: Engine | None = None
         self.metrics = Metrics(self)
         self.metrics_server: asyncio.Server | None = None
+        self.bacnet: BacnetServer | None = None
         self._sources: dict[str, Source] = {}
         self._source_tasks: dict[str, asyncio.Task[None]] = {}
         # per channel, the raw device reading the saved counts go up to (Source.baselines)
@@ -113,6 +119,7 @@ class Gateway:
             self._mark_new_channels(self.engine.now)
             self._checkpoint(self.engine.now)
             await self._start_metrics()
+            await self._start_bacnet()
             self._start_sources()
         except BaseException:
             self.store.close()
@@ -175,6 +182,7 @@ class Gateway:
                 asyncio.gather(*tasks, return_exceptions=True), timeout=STOP_TIMEOUT_S / 2
             )
         await self._stop_metrics()
+        await self._stop_bacnet()  # no reset can arrive after this
         if self.engine is not None:
             self._checkpoint(self._now())
         self.store.close()
@@ -223,6 +231,30 @@ class Gateway:
         listen = self.config.metrics
         if listen is not None:
             self.metrics_server = await serve_metrics(self.metrics, listen.host, listen.port)
+
+    async def _start_bacnet(self) -> None:
+        if self.config.bacnet is None:
+            return
+        # imported here: bacpypes3 is only loaded by the daemon, not by replay or export
+        from gateway.bacnet.server import BacnetError
+        from gateway.bacnet.server import BacnetServer as Server
+
+        server = Server(self, self.config.bacnet, self.config.channels, version=__version__)
+        try:
+            await server.start()
+        except BacnetError as exc:
+            raise GatewayError(str(exc)) from None
+        self.bacnet = server
+
+    async def _stop_bacnet(self) -> None:
+        if self.bacnet is not None:
+            await self.bacnet.stop()
+            self.bacnet = None
+
+    def _changed(self) -> None:
+        """Something a BACnet subscriber may care about changed (cheap: folded per loop pass)."""
+        if self.bacnet is not None:
+            self.bacnet.refresh()
 
     async def _stop_metrics(self) -> None:
         if self.metrics_server is not None:
@@ -287,6 +319,7 @@ class Gateway:
             self._held = False
             log.info("clock_hold_ended", at=t)
             self._channels_online(t)
+            self._changed()
         return t
 
     def _on_step(self, step: Step, t: Instant) -> None:
@@ -302,6 +335,7 @@ class Gateway:
             self._channels_online(t)
         else:
             self._held = True
+        self._changed()
 
     def _channels_online(self, t: Instant) -> None:
         """Bring online every offline channel whose source is up."""
@@ -339,6 +373,7 @@ class Gateway:
             return
         assert self.engine is not None
         self._pending += self.intervals.observe(readings, self.engine.channels)
+        self._changed()
         self.status.boundary_lag_s = max(0.0, (t - readings[-1].reading.time) / 1e6)
         if self.live:
             for item in readings:
@@ -377,6 +412,17 @@ class Gateway:
         if t >= self._next_prune:
             self._next_prune = t + PRUNE_EVERY_US
             asyncio.get_running_loop().create_task(self._prune(t), name="prune")
+
+    async def _reload_bacnet(self, old: Config, new: Config) -> None:
+        """New channels' objects on reload; new network or device settings restart the server."""
+        if old.bacnet == new.bacnet and self.bacnet is not None:
+            await self.bacnet.reconfigure(new.channels)
+            return
+        await self._stop_bacnet()
+        try:
+            await self._start_bacnet()
+        except GatewayError as exc:  # e.g. the new port is taken: say so, keep counting
+            log.error("bacnet_restart_failed", error=str(exc))
 
     # -- the daily EnergyCAP drop ------------------------------------------------------------
 
@@ -483,6 +529,7 @@ class Gateway:
         target = self.engine.channels.get(channel)
         if target is not None:
             target.pulses(t, count)
+            self._changed()
 
     def source_down(self, source: str) -> None:
         assert self.engine is not None
@@ -492,6 +539,7 @@ class Gateway:
         self.status.sources_up[source] = False
         for channel_id in self._channels_of(source):
             self.engine.channels[channel_id].offline(t)
+        self._changed()
 
     def source_up(self, source: str, catch_up: Mapping[str, int]) -> None:
         assert self.engine is not None
@@ -507,6 +555,7 @@ class Gateway:
                     channel.pulses(t, extra)
             else:
                 channel.online(t, extra)
+        self._changed()
 
     def _channels_of(self, source: str) -> list[str]:
         return [
@@ -544,6 +593,8 @@ class Gateway:
             for cid, state in before.items():
                 self.engine.channels[cid] = Channel.restore(channels[cid].rules, state)
             self.engine = Engine.of(self.engine.channels, t)
+            if self.bacnet is not None:
+                self.bacnet.resync()  # its objects read the restored channel objects
             log.error("reset_not_recorded", channels=channel_ids, origin=origin)
             raise
         for cid, outcome in outcomes.items():
@@ -558,13 +609,21 @@ class Gateway:
 
     def audit_refusal(self, channel_id: str, reason: str, origin: str) -> None:
         """Put a refused reset that never reached the engine into the reset audit (§6)."""
+        self.audit_refusals([channel_id], reason, origin)
+
+    def audit_refusals(self, channel_ids: list[str], reason: str, origin: str) -> None:
+        """``audit_refusal`` for several channels (a refused reset_all) in one transaction."""
         assert self.engine is not None and self.store is not None
         t = self._now()
-        channel = self.engine.channels[channel_id]
-        totals = channel.totals()
-        outcome = ResetOutcome(t, False, reason, totals, totals)
-        self.store.record_reset(channel_id, outcome, origin, (channel.rules, channel.state()))
-        log.info("reset_refused", channel=channel_id, origin=origin, reason=reason)
+        outcomes, states = {}, {}
+        for channel_id in channel_ids:
+            channel = self.engine.channels[channel_id]
+            totals = channel.totals()
+            outcomes[channel_id] = ResetOutcome(t, False, reason, totals, totals)
+            states[channel_id] = (channel.rules, channel.state())
+        self.store.record_resets(outcomes, origin, states)
+        for channel_id in channel_ids:
+            log.info("reset_refused", channel=channel_id, origin=origin, reason=reason)
 
     # -- reload -----------------------------------------------------------------------------
 
@@ -627,6 +686,7 @@ class Gateway:
         if old.metrics != new.metrics:
             await self._stop_metrics()
             await self._start_metrics()
+        await self._reload_bacnet(old, new)
         self._checkpoint(t)
         log.info(
             "config_reloaded",

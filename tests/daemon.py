@@ -27,11 +27,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that was free a moment ago (for BACnet/IP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def write_config(
     folder: Path,
     *,
     channels: str | None = None,
     metrics_port: int | None = None,
+    bacnet_port: int | None = None,
     name: str = "gateway.yaml",
 ) -> Path:
     """A run config with a simulated source, everything on 127.0.0.1, state in ``folder``."""
@@ -44,7 +52,8 @@ def write_config(
     path = folder / name
     path.write_text(
         "gateway: {name: test-site, state_dir: state}\n"
-        f"bacnet: {{address: 127.0.0.1/8, port: {free_port()}, device_instance: 1001,"
+        f"bacnet: {{address: 127.0.0.1/8, port: {bacnet_port or free_udp_port()},"
+        " device_instance: 1001, reset_allowed_from: [127.0.0.0/8],"
         " device_name: Test Gateway}\n"
         f"metrics: {{listen: '127.0.0.1:{metrics_port or free_port()}'}}\n"
         "sources:\n  - {id: sim, type: simulated, seed: 7}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.store import Store
-from tests.daemon import Daemon, free_port, write_config
+from tests.daemon import Daemon, free_port, free_udp_port, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,3 +164,41 @@ def test_sighup_applies_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> N
         still = daemon.scrape()
         assert still[pulses] >= after[pulses]
         assert daemon.stop() == 0
+
+
+def test_a_bms_reads_and_resets_through_the_running_daemon(tmp_path: Path) -> None:
+    """bac-py against `pulse-gateway run`: names and values read, a Reset lands in the audit."""
+    from bac_py import Client
+
+    port = free_udp_port()
+    config = write_config(tmp_path, bacnet_port=port)
+    server = f"127.0.0.1:{port}"
+
+    async def session() -> tuple[str, float, float, int]:
+        client_port = free_udp_port()
+        async with Client(
+            instance_number=4002,
+            interface="127.0.0.1",
+            port=client_port,
+            broadcast_address="127.255.255.255",
+        ) as client:
+            name = await asyncio.wait_for(client.read(server, "ai,101", "object-name"), 5)
+            consumption = 0.0
+            for _ in range(50):  # the simulated meter is counting
+                consumption = await asyncio.wait_for(client.read(server, "ai,101", "pv"), 5)
+                if consumption > 0:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.wait_for(client.write(server, "bv,101", "pv", 1, priority=8), 5)
+            count = await asyncio.wait_for(client.read(server, "ai,106", "pv"), 5)
+            return str(name), float(consumption), float(count), client_port
+
+    with Daemon(config).ready() as daemon:
+        name, consumption, count, client_port = asyncio.run(session())
+        assert daemon.stop() == 0
+    assert name == "e.consumption" and consumption > 0 and count == 1.0
+    _, log, verdicts = saved(tmp_path / "state")
+    assert [(r.channel, r.accepted, r.source) for r in log] == [
+        ("e", True, f"bacnet:127.0.0.1:{client_port}")
+    ]
+    assert all(v.ok for v in verdicts)

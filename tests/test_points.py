@@ -10,7 +10,7 @@ import pytest
 
 from gateway.cli import DEMO_CONFIG, main
 from gateway.config import load_config
-from gateway.points import points
+from gateway.points import points_rows
 from tests.daemon import write_config
 
 
@@ -36,6 +36,7 @@ def test_points_lists_the_object_map_of_the_demo(capsys: pytest.CaptureFixture[s
         "water.reset",
         "steam.reset",
     }
+    assert rows[-1]["type"] == "network-port"
     assert len(rows) == load_config(DEMO_CONFIG, purpose="run").bacnet_object_count
 
 
@@ -50,7 +51,8 @@ def test_an_explicit_instance_base_moves_a_channels_objects(tmp_path: Path) -> N
             "     source: {id: sim, rate: 1}}\n"
         ),
     )
-    listed = {(p.type, p.instance): p.name for p in points(load_config(config, purpose="run"))}
+    rows = points_rows(load_config(config, purpose="run"))
+    listed = {(kind, instance): name for kind, instance, name, *_ in rows}
     assert listed[("analog-input", 5001)] == "a.consumption"
     assert listed[("binary-value", 5001)] == "a.reset"
     assert listed[("analog-input", 206)] == "b.reset_count"

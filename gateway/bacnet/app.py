@@ -1,0 +1,172 @@
+"""The bacpypes3 Application of the gateway, with the fixes 0.0.110 needs (bacnet-brief §3.5).
+
+- **Wildcard device instance.** 0.0.110 compares the request's ObjectIdentifier with
+  ``("device", 4194303)``, which is never equal (ObjectType is not str), so reading
+  ``device,4194303`` answered unknown-object. ``get_object_id`` maps it to the Device object,
+  and RP/RPM/WPM requests are rewritten so the answer names the real device (135 15.5.1.1.1).
+- **SubscribeCOV with the lifetime omitted** reached ``None > 0`` (operational-problem). An
+  omitted lifetime with issueConfirmedNotifications present is an indefinite subscription
+  (13.14.1.1.4): it is passed on as lifetime 0, which bacpypes3 treats as indefinite.
+- **WritePropertyMultiple errors** were raised as ``WritePropertyMultipleError``, an ErrorPDU
+  and so a BaseException that ``Application.indication`` never catches: the client got no
+  answer. WPM is served here, answering the first failed write with a WPM-Error (16.10.1.3).
+- **Writes.** Every WriteProperty/WPM goes through ``_write``: the reset objects'
+  present-value goes to ``ResetWrites`` with the writer's address (``apdu.pduSource``, which
+  bacpypes3 does not pass to ``Object.write_property``); anything else is unknown-property or
+  write-access-denied without bacpypes3 ever casting or applying the value.
+- **Subscriptions** are capped at ``MAX_SUBSCRIPTIONS`` so that a client cannot exhaust memory
+  with process identifiers (resources / no-space-to-add-list-element).
+- **ReadRange** is not offered: no object of the gateway has a list property worth ranging.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bacpypes3.apdu import (
+    ReadPropertyMultipleRequest,
+    ReadPropertyRequest,
+    SimpleAckPDU,
+    SubscribeCOVRequest,
+    WritePropertyMultipleError,
+    WritePropertyMultipleRequest,
+    WritePropertyRequest,
+)
+from bacpypes3.app import Application
+from bacpypes3.basetypes import ErrorType, ObjectPropertyReference
+from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
+from bacpypes3.primitivedata import ObjectType
+
+from gateway.bacnet.objects import ResetValue
+
+if TYPE_CHECKING:
+    from gateway.bacnet.resets import ResetWrites
+
+WILDCARD_INSTANCE = 4194303  # 135 12.11.1: "any device" in Device object identifiers
+MAX_SUBSCRIPTIONS = 65_536  # enough for two BMSes subscribing to every object of 2,000 channels
+
+
+class GatewayApplication(Application):
+    """bacpypes3's Application with the gateway's fixes and write routing (module docstring)."""
+
+    resets: ResetWrites | None = None  # set by BacnetServer before the socket is bound
+
+    # Application.indication looks the handler up with getattr(); None means "not served",
+    # which answers Reject unrecognized-service
+    do_ReadRangeRequest: ClassVar[Any] = None
+
+    def _resolve(self, objid: Any) -> Any:
+        """``objid`` with the wildcard device instance replaced by our device's identifier."""
+        if (
+            objid is not None
+            and objid[1] == WILDCARD_INSTANCE
+            and objid[0] == ObjectType.device
+            and self.device_object is not None
+        ):
+            return self.device_object.objectIdentifier
+        return objid
+
+    def get_object_id(self, objid: Any) -> Any:
+        """The local object with this identifier (the wildcard device instance included)."""
+        return self.objectIdentifier.get(self._resolve(objid))
+
+    async def do_ReadPropertyRequest(self, apdu: ReadPropertyRequest) -> None:
+        apdu.objectIdentifier = self._resolve(apdu.objectIdentifier)
+        await super().do_ReadPropertyRequest(apdu)
+
+    async def do_ReadPropertyMultipleRequest(self, apdu: ReadPropertyMultipleRequest) -> None:
+        for spec in apdu.listOfReadAccessSpecs:
+            spec.objectIdentifier = self._resolve(spec.objectIdentifier)
+        await super().do_ReadPropertyMultipleRequest(apdu)
+
+    async def do_SubscribeCOVRequest(self, apdu: SubscribeCOVRequest) -> None:
+        if apdu.issueConfirmedNotifications is not None:
+            if apdu.lifetime is None:
+                apdu.lifetime = 0  # omitted = indefinite (13.14.1.1.4)
+            if self.subscription_count() >= MAX_SUBSCRIPTIONS and not self._renewal(apdu):
+                raise ExecutionError("resources", "noSpaceToAddListElement")
+        await super().do_SubscribeCOVRequest(apdu)
+
+    def subscription_count(self) -> int:
+        """Active COV subscriptions on all objects."""
+        return sum(len(d.cov_subscriptions) for d in self._cov_detections.values())
+
+    def _renewal(self, apdu: SubscribeCOVRequest) -> bool:
+        detection = self._cov_detections.get(apdu.monitoredObjectIdentifier)
+        if detection is None:
+            return False
+        return any(
+            cov.client_addr == apdu.pduSource and cov.proc_id == apdu.subscriberProcessIdentifier
+            for cov in detection.cov_subscriptions
+        )
+
+    async def _write(
+        self,
+        obj: Any,
+        prop: Any,
+        index: int | None,
+        raw: Any,
+        priority: int | None,
+        source: Any,
+    ) -> None:
+        """One write of a WriteProperty or WPM; raises ExecutionError for the Error answer."""
+        if obj.get_property_type(prop) is None:
+            raise PropertyError("unknownProperty")
+        name = obj._property_identifier_class(prop).attr
+        if isinstance(obj, ResetValue) and name == "presentValue" and self.resets is not None:
+            await self.resets.write(obj, index, raw, priority, source)
+            return
+        raise PropertyError("writeAccessDenied")
+
+    async def do_WritePropertyRequest(self, apdu: WritePropertyRequest) -> None:
+        obj = self.get_object_id(apdu.objectIdentifier)
+        if obj is None:
+            raise ObjectError("unknownObject")
+        await self._write(
+            obj,
+            apdu.propertyIdentifier,
+            apdu.propertyArrayIndex,
+            apdu.propertyValue,
+            apdu.priority,
+            apdu.pduSource,
+        )
+        await self.response(SimpleAckPDU(context=apdu))
+
+    async def do_WritePropertyMultipleRequest(self, apdu: WritePropertyMultipleRequest) -> None:
+        for spec in apdu.listOfWriteAccessSpecs:
+            objid = self._resolve(spec.objectIdentifier)
+            obj = self.get_object_id(objid)
+            if obj is None:
+                failed = ObjectPropertyReference(objectIdentifier=objid)
+                await self._wpm_error(apdu, ObjectError("unknownObject"), failed)
+                return
+            for value in spec.listOfProperties:
+                try:
+                    await self._write(
+                        obj,
+                        value.propertyIdentifier,
+                        value.propertyArrayIndex,
+                        value.value,
+                        value.priority,
+                        apdu.pduSource,
+                    )
+                except ExecutionError as error:
+                    failed = ObjectPropertyReference(
+                        objectIdentifier=objid, propertyIdentifier=value.propertyIdentifier
+                    )
+                    if value.propertyArrayIndex is not None:
+                        failed.propertyArrayIndex = value.propertyArrayIndex
+                    await self._wpm_error(apdu, error, failed)
+                    return
+        await self.response(SimpleAckPDU(context=apdu))
+
+    async def _wpm_error(
+        self, apdu: WritePropertyMultipleRequest, error: ExecutionError, failed: Any
+    ) -> None:
+        """Answer a WPM-Error (a WritePropertyMultipleError must be *sent*, not raised)."""
+        answer = WritePropertyMultipleError(
+            errorType=ErrorType(errorClass=error.errorClass, errorCode=error.errorCode),
+            firstFailedWriteAttempt=failed,
+            context=apdu,
+        )
+        await self.response(answer)

@@ -1,0 +1,140 @@
+"""The BACnet points of a configuration as plain data (PRODUCT.md §5).
+
+One source of truth for the object map: the server builds its objects from these, and a points
+list for integrators (``pulse-gateway points``) can print them without starting a BACnet stack.
+This module imports nothing from bacpypes3.
+
+Channel k (config order) has ``base = 100 * k`` unless it sets ``bacnet_instance_base`` (the
+config loader resolves it into ``ChannelConfig.bacnet_instance_base``):
+
+    analog-input base+1..base+6   {id}.consumption, .demand, .peak_demand,
+                                  .previous_peak_demand, .cumulative_demand, .reset_count
+    binary-value base+1           {id}.reset     write active = reset this channel
+    binary-value 1                reset_all      write active = reset every channel at one instant
+
+Units come from the fixed table of PRODUCT.md §2 (``gateway.core.units``): the consumption unit
+on ``.consumption``, the demand unit on the four demand objects, ``no-units`` on ``.reset_count``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config import ChannelConfig
+
+RESET_ALL_INSTANCE = 1  # binary-value 1 (PRODUCT.md §5)
+RESET_ALL_NAME = "reset_all"
+NETWORK_PORT_INSTANCE = 1  # the B/IP port object bacpypes3 binds through (network-port 1)
+NETWORK_PORT_NAME = "bacnet_ip_port"  # no dot: cannot clash with a channel's "{id}.x" names
+NO_UNITS = "no-units"
+
+
+class Measure(enum.IntEnum):
+    """A channel's analog-input objects; the value is the offset from the channel's base."""
+
+    CONSUMPTION = 1
+    DEMAND = 2
+    PEAK_DEMAND = 3
+    PREVIOUS_PEAK_DEMAND = 4
+    CUMULATIVE_DEMAND = 5
+    RESET_COUNT = 6
+
+    @property
+    def suffix(self) -> str:
+        """The object-name suffix: ``{id}.{suffix}``."""
+        return self.name.lower()
+
+
+_DESCRIPTIONS = {
+    Measure.CONSUMPTION: "consumption (initial reading + pulses x scale factor)",
+    Measure.DEMAND: "demand over the sliding window (last valid value; fault while not available)",
+    Measure.PEAK_DEMAND: "peak demand since the last reset",
+    Measure.PREVIOUS_PEAK_DEMAND: "peak demand of the period before the last reset",
+    Measure.CUMULATIVE_DEMAND: "cumulative demand (sum of the peaks at each reset)",
+    Measure.RESET_COUNT: "accepted resets",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One BACnet object of the gateway, as an integrator sees it."""
+
+    object_type: str  # "analog-input" or "binary-value"
+    instance: int
+    name: str
+    units: str  # BACnet engineering unit, hyphenated ("kilowatt-hours"); "" for binary values
+    writable: bool  # only the reset objects' present-value
+    description: str
+    channel: str | None  # None for reset_all
+    measure: Measure | None  # None for the reset objects
+    cov_increment: float | None = None  # analog inputs only; 0 = notify on any change
+
+
+def channel_points(channel: ChannelConfig) -> list[Point]:
+    """The six analog inputs and the reset binary-value of one channel, in instance order."""
+    base = channel.bacnet_instance_base
+    unit = channel.rules.unit
+    points = []
+    for measure in Measure:
+        if measure is Measure.CONSUMPTION:
+            units = unit.consumption
+        elif measure is Measure.RESET_COUNT:
+            units = NO_UNITS
+        else:
+            units = unit.demand
+        increment = channel.cov_increment
+        if measure is Measure.RESET_COUNT:
+            # a count moves in whole steps and every accepted reset matters to a BMS: never let
+            # a large per-channel increment (sized for kWh) swallow one
+            increment = min(increment, 1.0)
+        points.append(
+            Point(
+                object_type="analog-input",
+                instance=base + measure,
+                name=f"{channel.id}.{measure.suffix}",
+                units=units,
+                writable=False,
+                description=f"{channel.id}: {_DESCRIPTIONS[measure]}",
+                channel=channel.id,
+                measure=measure,
+                cov_increment=increment,
+            )
+        )
+    points.append(
+        Point(
+            object_type="binary-value",
+            instance=base + 1,
+            name=f"{channel.id}.reset",
+            units="",
+            writable=True,
+            description=f"{channel.id}: write active to reset the peak demand",
+            channel=channel.id,
+            measure=None,
+        )
+    )
+    return points
+
+
+def reset_all_point() -> Point:
+    """binary-value 1, ``reset_all``."""
+    return Point(
+        object_type="binary-value",
+        instance=RESET_ALL_INSTANCE,
+        name=RESET_ALL_NAME,
+        units="",
+        writable=True,
+        description="write active to reset every channel at one instant",
+        channel=None,
+        measure=None,
+    )
+
+
+def all_points(channels: Iterable[ChannelConfig]) -> list[Point]:
+    """Every channel's points in config order, then ``reset_all``."""
+    points = [point for channel in channels for point in channel_points(channel)]
+    points.append(reset_all_point())
+    return points

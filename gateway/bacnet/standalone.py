@@ -1,0 +1,95 @@
+"""The BACnet server over in-memory channels, without the service: for benchmarks and probes.
+
+``MemoryView`` is a ``BacnetView`` over a real ``gateway.core.Engine`` and nothing else: resets
+apply to the engine (nothing is stored), refusals are only counted. ``standalone_server``
+starts a ``BacnetServer`` over N such kWh channels on 127.0.0.1 (the hook ``bench/bacnet.py``
+calls through ``gateway.bacnet.server.bench_server``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface, IPv4Network
+
+from gateway import __version__
+from gateway.bacnet.server import BacnetServer
+from gateway.config import BacnetSettings, ChannelConfig
+from gateway.core import UNITS, Channel, ChannelRules, Engine, ResetOutcome
+
+MINUTE_US = 60_000_000
+
+
+@dataclass
+class MemoryView:
+    """A BacnetView over an engine in memory; ``now`` is the wall clock in microseconds."""
+
+    configs: list[ChannelConfig]
+    engine: Engine
+    rejections: dict[tuple[str, str], int] = field(default_factory=dict)
+    refusals: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @staticmethod
+    def now() -> int:
+        return time.time_ns() // 1000
+
+    def bacnet_channels(self) -> Iterator[tuple[ChannelConfig, Channel]]:
+        for config in self.configs:
+            channel = self.engine.channels.get(config.id)
+            if channel is not None:
+                yield config, channel
+
+    def _advance(self) -> int:
+        t = max(self.now(), self.engine.now)
+        self.engine.advance(t)
+        return t
+
+    def reset(self, channel_id: str, origin: str) -> ResetOutcome:
+        return self.engine.reset(channel_id, self._advance())
+
+    def reset_all(self, origin: str) -> dict[str, ResetOutcome]:
+        return self.engine.reset_all(self._advance())
+
+    def count_rejection(self, channel_id: str, reason: str) -> None:
+        key = (channel_id, reason)
+        self.rejections[key] = self.rejections.get(key, 0) + 1
+
+    def audit_refusal(self, channel_id: str, reason: str, origin: str) -> None:
+        self.refusals.append((channel_id, reason, origin))
+
+
+def memory_view(channels: int) -> MemoryView:
+    """``channels`` kWh channels (scale 1, 15 min window, 5 min slide), online, counting now."""
+    rules = ChannelRules(UNITS["kWh"], 1.0, 15 * MINUTE_US, 5 * MINUTE_US)
+    configs = [
+        ChannelConfig(f"ch{k}", f"ch{k}", rules, None, 0.0, 100 * k) for k in range(1, channels + 1)
+    ]
+    start = MemoryView.now()
+    engine = Engine({config.id: rules for config in configs}, start)
+    return MemoryView(configs, engine)
+
+
+class Standalone:
+    """A running standalone server; ``close()`` stops it."""
+
+    def __init__(self, server: BacnetServer) -> None:
+        self.server = server
+
+    async def close(self) -> None:
+        await self.server.stop()
+
+
+async def standalone_server(channels: int, port: int) -> Standalone:
+    """Start the real server over ``channels`` in-memory channels on 127.0.0.1:``port``."""
+    view = memory_view(channels)
+    settings = BacnetSettings(
+        address=IPv4Interface("127.0.0.1/8"),
+        port=port,
+        device_instance=599,
+        device_name="pulse-gateway standalone",
+        reset_allowed_from=(IPv4Network("127.0.0.0/8"),),
+    )
+    server = BacnetServer(view, settings, view.configs, version=__version__)
+    await server.start()
+    return Standalone(server)
