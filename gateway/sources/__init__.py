@@ -62,6 +62,9 @@ def build_sources(config: Config, baselines: Mapping[str, Baseline]) -> list[Sou
     """
     from gateway.sources.simulated import SimulatedMeter, Simulator
 
+    # How old the saved baselines are, if the service says (it bounds a Modbus resume by
+    # max_rate); a plain mapping leaves it unknown.
+    baseline_age: float | None = getattr(baselines, "age_seconds", None)
     sources: list[Source] = []
     for source in config.sources:
         points = {c.id: c.source for c in config.channels if c.source and c.source.id == source.id}
@@ -73,6 +76,14 @@ def build_sources(config: Config, baselines: Mapping[str, Baseline]) -> list[Sou
                 for channel, point in points.items()
             }
             sources.append(Simulator(source.id, meters, seed=source.seed))  # type: ignore[union-attr]
+        elif source.type in ("modbus-tcp", "modbus-rtu"):
+            from gateway.sources.modbus import modbus_source
+
+            sources.append(modbus_source(source, points, baselines, baseline_age))  # type: ignore[arg-type]
+        elif source.type == "gpio":
+            from gateway.sources.gpio import gpio_source
+
+            sources.append(gpio_source(source, points))  # type: ignore[arg-type]
         else:
             raise SourceError(
                 f"source {source.id!r}: type {source.type} is not available in this version"
