@@ -52,6 +52,7 @@ from gateway.config_sources import (
     SimulatedPoint,
     SimulatedSource,
     SourceConfig,
+    boolean,
     check_shared_inputs,
     describe_point,
     describe_source,
@@ -444,21 +445,10 @@ def _export(entries: Entries, base_dir: Path) -> ExportSchedule | None:
     at = schedule.get("at", partial(_clock_time, reader), (0, 30))
     value = schedule.get("value", partial(reader.choice, options=EXPORT_VALUES), "demand")
     time_format = schedule.get("time_format", reader.text, "MM/dd/yyyy HH:mm")
-    utc = schedule.get("utc", partial(_boolean, reader), False)
+    utc = schedule.get("utc", partial(boolean, reader), False)
     if None in (directory, prefix, fmt, at, value, time_format, utc):
         return None
     return ExportSchedule(directory, prefix, fmt, at, value, time_format, utc)
-
-
-def _boolean(reader: Reader, node: Node, path: str) -> bool | None:
-    before = len(reader.problems)
-    value = reader.scalar(node, path)
-    if len(reader.problems) > before:
-        return None
-    if not isinstance(value, bool):
-        reader.problem(node, path, f"expected true or false, found {show(node)}")
-        return None
-    return value
 
 
 def _prefix(reader: Reader, node: Node, path: str) -> str | None:

@@ -309,6 +309,8 @@ WORD_ORDERS = ("big", "little")
 POINT_KINDS = ("counter", "total")
 SIMULATION_MODES = ("constant", "poisson")
 GPIO_EDGES = ("rising", "falling", "both")
+GPIO_BIASES = ("as_is", "pull_up", "pull_down", "disabled")
+FRAMINGS = ("socket", "rtu")
 PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 MAX_SIMULATED_RATE = 1000.0  # pulses/s: far above any real pulse output, cheap to simulate
@@ -325,6 +327,12 @@ class ModbusTcpSource:
     unit_id: int = 1
     poll_interval: Span = MICROS_PER_SECOND
     timeout: Span = MICROS_PER_SECOND
+    retries: int = 1
+    backoff_max: Span = 60 * MICROS_PER_SECOND
+    min_request_gap: Span | None = None  # None: 20 ms on TCP, 50 ms framed as RTU
+    max_read_gap: int = 16
+    max_read_registers: int = 125
+    framing: Literal["socket", "rtu"] = "socket"  # rtu: RTU frames over TCP (serial servers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +348,11 @@ class ModbusRtuSource:
     unit_id: int = 1
     poll_interval: Span = MICROS_PER_SECOND
     timeout: Span = MICROS_PER_SECOND
+    retries: int = 1
+    backoff_max: Span = 60 * MICROS_PER_SECOND
+    min_request_gap: Span | None = None  # None: 50 ms between requests on a serial line
+    max_read_gap: int = 16
+    max_read_registers: int = 125
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +371,7 @@ class GpioSource:
     type: ClassVar[str] = "gpio"
     id: str
     chip: str
+    event_buffer_size: int | None = None  # None: max(256, 16 x lines)
 
 
 type SourceConfig = ModbusTcpSource | ModbusRtuSource | SimulatedSource | GpioSource
@@ -375,6 +389,7 @@ class ModbusPoint:
     rollover: int | float | None = None
     kind: Literal["counter", "total"] = "counter"
     pulses_per_count: float = 1.0
+    max_rate: float | None = None  # plausible pulses/s; None: the source's default (1000)
 
     @property
     def words(self) -> int:
@@ -399,6 +414,8 @@ class GpioPoint:
     line: int
     edge: Literal["rising", "falling", "both"] = "falling"
     debounce: Span = 10 * MILLISECOND
+    bias: Literal["as_is", "pull_up", "pull_down", "disabled"] = "as_is"
+    active_low: bool = False
 
 
 type PointConfig = ModbusPoint | SimulatedPoint | GpioPoint
@@ -406,20 +423,23 @@ type PointConfig = ModbusPoint | SimulatedPoint | GpioPoint
 # Keys per source type: of the source entry, and of a channel's point on such a source.
 _MODBUS_POINT_KEYS = (
     *("table", "address", "type", "word_order"),
-    *("rollover", "kind", "pulses_per_count"),
+    *("rollover", "kind", "pulses_per_count", "max_rate"),
 )
-_POLLING_KEYS = ("unit_id", "poll_interval", "timeout")
+_POLLING_KEYS = (
+    *("unit_id", "poll_interval", "timeout", "retries", "backoff_max", "min_request_gap"),
+    *("max_read_gap", "max_read_registers"),
+)
 SOURCE_KEYS: dict[str, tuple[str, ...]] = {
-    "modbus-tcp": ("host", "port", *_POLLING_KEYS),
+    "modbus-tcp": ("host", "port", "framing", *_POLLING_KEYS),
     "modbus-rtu": ("device", "baudrate", "parity", "stopbits", *_POLLING_KEYS),
     "simulated": ("seed",),
-    "gpio": ("chip",),
+    "gpio": ("chip", "event_buffer_size"),
 }
 POINT_KEYS: dict[str, tuple[str, ...]] = {
     "modbus-tcp": _MODBUS_POINT_KEYS,
     "modbus-rtu": _MODBUS_POINT_KEYS,
     "simulated": ("rate", "mode"),
-    "gpio": ("line", "edge", "debounce"),
+    "gpio": ("line", "edge", "debounce", "bias", "active_low"),
 }
 SOURCE_TYPES = tuple(SOURCE_KEYS)
 _ALL_SOURCE_KEYS = tuple(dict.fromkeys(("id", "type", *sum(SOURCE_KEYS.values(), ()))))
@@ -471,9 +491,11 @@ def _modbus_tcp(entries: Entries, source_id: str) -> ModbusTcpSource | None:
     port = entries.get("port", partial(reader.integer, low=1, high=65535), 502)
     unit = entries.get("unit_id", partial(reader.integer, low=0, high=247), 1)
     poll, timeout = _polling(entries)
-    if host is None or port is None or unit is None or poll is None or timeout is None:
+    framing = entries.get("framing", partial(reader.choice, options=FRAMINGS), "socket")
+    pacing = _pacing(entries, poll)
+    if None in (host, port, unit, poll, timeout, framing) or pacing is None:
         return None
-    return ModbusTcpSource(source_id, host, port, unit, poll, timeout)
+    return ModbusTcpSource(source_id, host, port, unit, poll, timeout, *pacing, framing)
 
 
 def _modbus_rtu(entries: Entries, source_id: str) -> ModbusRtuSource | None:
@@ -486,9 +508,10 @@ def _modbus_rtu(entries: Entries, source_id: str) -> ModbusRtuSource | None:
     unit = entries.get("unit_id", partial(reader.integer, low=1, high=247), 1)
     poll, timeout = _polling(entries)
     values = (device, baudrate, parity, stopbits, unit, poll, timeout)
-    if None in values:
+    pacing = _pacing(entries, poll)
+    if None in values or pacing is None:
         return None
-    return ModbusRtuSource(source_id, *values)
+    return ModbusRtuSource(source_id, *values, *pacing)
 
 
 def _simulated(entries: Entries, source_id: str) -> SimulatedSource | None:
@@ -497,7 +520,12 @@ def _simulated(entries: Entries, source_id: str) -> SimulatedSource | None:
 
 def _gpio(entries: Entries, source_id: str) -> GpioSource | None:
     chip = entries.get("chip", partial(_device, entries.reader), required=True)
-    return None if chip is None else GpioSource(source_id, chip)
+    # the kernel caps a line request's event buffer at 1024 (libgpiod v2)
+    read_size = partial(entries.reader.integer, low=16, high=1024)
+    size = entries.get("event_buffer_size", read_size, None)
+    if chip is None or ("event_buffer_size" in entries and size is None):
+        return None
+    return GpioSource(source_id, chip, size)
 
 
 _SOURCE_READERS: dict[str, Callable[[Entries, str], SourceConfig | None]] = {
@@ -517,6 +545,25 @@ def _polling(entries: Entries) -> tuple[Span | None, Span | None]:
         reader.duration, at_least=10 * MILLISECOND, at_most=60 * MICROS_PER_SECOND
     )
     return poll, entries.get("timeout", read_timeout, MICROS_PER_SECOND)
+
+
+def _pacing(entries: Entries, poll: Span | None) -> tuple[object, ...] | None:
+    """retries, backoff_max, min_request_gap, max_read_gap, max_read_registers (sources brief
+    §3: a good second master retries little, backs off, paces and coalesces its requests)."""
+    reader = entries.reader
+    retries = entries.get("retries", partial(reader.integer, low=0, high=5), 1)
+    read_backoff = partial(
+        reader.duration, at_least=poll or MICROS_PER_SECOND, at_most=3600 * MICROS_PER_SECOND
+    )
+    backoff = entries.get("backoff_max", read_backoff, 60 * MICROS_PER_SECOND)
+    read_gap = partial(reader.duration, at_most=10 * MICROS_PER_SECOND)
+    gap = entries.get("min_request_gap", read_gap, None)
+    read_gap_registers = entries.get("max_read_gap", partial(reader.integer, low=0, high=124), 16)
+    read_max = entries.get("max_read_registers", partial(reader.integer, low=1, high=125), 125)
+    values = (retries, backoff, read_gap_registers, read_max)
+    if None in values or ("min_request_gap" in entries and gap is None):
+        return None
+    return retries, backoff, gap, read_gap_registers, read_max
 
 
 def _baudrate(reader: Reader, node: Node, path: str) -> int | None:
@@ -594,6 +641,9 @@ def _modbus_point(entries: Entries, source_id: str) -> ModbusPoint | None:
     kind_ = entries.get("kind", partial(reader.choice, options=POINT_KINDS), "counter")
     per_count = entries.get("pulses_per_count", partial(reader.number, above=0), 1.0)
     rollover: int | float | None = entries.get("rollover", partial(reader.number, above=0))
+    max_rate = entries.get("max_rate", partial(reader.number, above=0), None)
+    if "max_rate" in entries and max_rate is None:
+        return None
     if register_type is None:
         return None
     words = REGISTER_WORDS[register_type]
@@ -613,7 +663,7 @@ def _modbus_point(entries: Entries, source_id: str) -> ModbusPoint | None:
     if per_count is None:
         return None
     return ModbusPoint(
-        source_id, table, address, register_type, word_order, rollover, kind_, per_count
+        source_id, table, address, register_type, word_order, rollover, kind_, per_count, max_rate
     )
 
 
@@ -634,9 +684,23 @@ def _gpio_point(entries: Entries, source_id: str) -> GpioPoint | None:
     # Longer than a second would swallow real pulses: S0 outputs pulse for 30 ms and up.
     read_debounce = partial(reader.duration, at_most=MICROS_PER_SECOND)
     debounce = entries.get("debounce", read_debounce, 10 * MILLISECOND)
-    if line is None or edge is None or debounce is None:
+    bias = entries.get("bias", partial(reader.choice, options=GPIO_BIASES), "as_is")
+    active_low = entries.get("active_low", partial(boolean, reader), False)
+    if None in (line, edge, debounce, bias, active_low):
         return None
-    return GpioPoint(source_id, line, edge, debounce)
+    return GpioPoint(source_id, line, edge, debounce, bias, active_low)
+
+
+def boolean(reader: Reader, node: Node, path: str) -> bool | None:
+    """A YAML true or false."""
+    before = len(reader.problems)
+    value = reader.scalar(node, path)
+    if len(reader.problems) > before:
+        return None
+    if not isinstance(value, bool):
+        reader.problem(node, path, f"expected true or false, found {show(node)}")
+        return None
+    return value
 
 
 _POINT_READERS: dict[str, Callable[[Entries, str], PointConfig | None]] = {

@@ -270,7 +270,11 @@ class Gateway:
         return int(self.metrics_server.sockets[0].getsockname()[1])
 
     def _start_sources(self) -> None:
-        for source in build_sources(self.config, self._baselines):
+        try:
+            sources = build_sources(self.config, self._baselines)
+        except SourceError as exc:  # e.g. the gpio extra or pyserial is not installed
+            raise GatewayError(str(exc)) from None
+        for source in sources:
             self._sources[source.id] = source
             self.status.sources_up.setdefault(source.id, False)
             self._source_tasks[source.id] = asyncio.create_task(
@@ -654,6 +658,11 @@ class Gateway:
         if sources_changed:
             await self._stop_sources()
             t = self._now()
+            # a channel now read from another register must not resume from the old one's value
+            old_points = dict(_points(old))
+            for channel_id, point in _points(new):
+                if old_points.get(channel_id) != point:
+                    self._baselines.pop(channel_id, None)
         kept, added, changed = [], [], []
         channels: dict[str, Channel] = {}
         for channel_config in new.channels:

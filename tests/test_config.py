@@ -13,6 +13,7 @@ from gateway.config import (
     ConfigError,
     ForeignDevice,
     GpioPoint,
+    GpioSource,
     ModbusPoint,
     ModbusTcpSource,
     SimulatedPoint,
@@ -1072,5 +1073,70 @@ def test_a_broken_export_schedule_is_named(old: str, new: str, path: str, messag
     with pytest.raises(ConfigError) as error:
         parse_config(VALID + EXPORT.replace(old, new), "site.yaml", purpose="run")
     assert any(f" {path}: " in str(p) and message in str(p) for p in error.value.problems), [
+        str(p) for p in error.value.problems
+    ]
+
+
+PACED = (
+    (
+        "  - {id: plc, type: modbus-tcp, host: 10.0.0.5, unit_id: 3, poll_interval: 2s}",
+        "  - {id: plc, type: modbus-tcp, host: 10.0.0.5, unit_id: 3, poll_interval: 2s,\n"
+        "     framing: rtu, retries: 2, backoff_max: 30s, min_request_gap: 50ms,\n"
+        "     max_read_gap: 0, max_read_registers: 60}",
+    ),
+    (
+        "  - {id: pins, type: gpio, chip: /dev/gpiochip0}",
+        "  - {id: pins, type: gpio, chip: /dev/gpiochip0, event_buffer_size: 512}",
+    ),
+    (
+        "    source: {id: plc, table: input, address: 0, type: u32}",
+        "    source: {id: plc, table: input, address: 0, type: u32, max_rate: 50}",
+    ),
+    (
+        "    source: {id: pins, line: 17}",
+        "    source: {id: pins, line: 17, bias: pull_up, active_low: true}",
+    ),
+)
+
+
+def test_modbus_pacing_and_gpio_line_settings_come_through() -> None:
+    """The sources' pacing, framing and line keys are read into their typed configs."""
+    config = parse_config(broken(*PACED), "site.yaml", purpose="run")
+    plc, pins = config.source("plc"), config.source("pins")
+    assert isinstance(plc, ModbusTcpSource) and isinstance(pins, GpioSource)
+    assert (plc.framing, plc.retries, plc.backoff_max, plc.min_request_gap) == (
+        "rtu",
+        2,
+        parse_duration("30s"),
+        parse_duration("50ms"),
+    )
+    assert (plc.max_read_gap, plc.max_read_registers, pins.event_buffer_size) == (0, 60, 512)
+    points = {c.id: c.source for c in config.channels}
+    assert isinstance(points["elec"], ModbusPoint) and points["elec"].max_rate == 50.0
+    water = next(p for p in points.values() if isinstance(p, GpioPoint))
+    assert (water.bias, water.active_low) == ("pull_up", True)
+    default = parse_config(VALID, "site.yaml", purpose="run")
+    assert default.source("plc").min_request_gap is None  # the source picks 20 or 50 ms
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("retries: 2", "retries: 9", "retries"),
+        ("framing: rtu", "framing: serial", "framing"),
+        ("max_read_registers: 60", "max_read_registers: 200", "max_read_registers"),
+        ("backoff_max: 30s", "backoff_max: 1s", "backoff_max"),
+        ("event_buffer_size: 512", "event_buffer_size: 4", "event_buffer_size"),
+        ("max_rate: 50", "max_rate: 0", "max_rate"),
+        ("bias: pull_up", "bias: pullup", "bias"),
+        ("active_low: true", "active_low: 1", "true or false"),
+    ],
+)
+def test_bad_pacing_and_line_settings_are_named(old: str, new: str, message: str) -> None:
+    """Each out-of-range or misspelt source key is one problem at its place."""
+    text = broken(*PACED).replace(old, new)
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, "site.yaml", purpose="run")
+    assert any(message in str(p) for p in error.value.problems), [
         str(p) for p in error.value.problems
     ]
