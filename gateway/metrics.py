@@ -74,6 +74,11 @@ class GatewayView(Protocol):
         """How late the last boundary tick ran after its boundary instant, in seconds."""
         ...
 
+    def source_counters(self) -> Mapping[str, Mapping[str, int]]:
+        """Per counter ("glitches", "lost_edges", "late_edges"), the count per channel that
+        the running sources report (since they started)."""
+        ...
+
 
 def _families() -> dict[str, Metric]:
     """Fresh, empty metric families: one set per scrape, so nothing is kept between scrapes."""
@@ -141,6 +146,22 @@ def _families() -> dict[str, Metric]:
             "boundary_lag_seconds",
             "Seconds the last slide boundary tick ran after its boundary instant.",
         ),
+        "glitches": counter(
+            "source_glitches",
+            "Implausible device readings (backwards beyond a wrap, or faster than max_rate):"
+            " never counted as pulses; the baseline resyncs once a reading confirms them.",
+            "channel",
+        ),
+        "lost_edges": counter(
+            "gpio_lost_edges",
+            "GPIO edges the kernel dropped (sequence gaps), counted as catch-up pulses.",
+            "channel",
+        ),
+        "late_edges": counter(
+            "gpio_late_edges",
+            "GPIO edges read too late to be timed, counted as catch-up pulses.",
+            "channel",
+        ),
     }
 
 
@@ -181,6 +202,9 @@ class GatewayCollector(Collector):
         for source_id, up in view.sources_up().items():
             f["source_up"].add_metric([source_id], 1.0 if up else 0.0)
         f["lag"].add_metric([], view.boundary_lag_seconds())
+        for name, per_channel in view.source_counters().items():
+            for channel_id, count in sorted(per_channel.items()):
+                f[name].add_metric([channel_id], count)
         yield from f.values()
 
 

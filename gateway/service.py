@@ -734,6 +734,15 @@ class Gateway:
     def boundary_lag_seconds(self) -> float:
         return self.status.boundary_lag_s
 
+    def source_counters(self) -> Mapping[str, Mapping[str, int]]:
+        counters: dict[str, dict[str, int]] = {}
+        for source in self._sources.values():
+            for name in ("glitches", "lost_edges", "late_edges"):
+                per_channel = getattr(source, name, None)
+                if isinstance(per_channel, Mapping):
+                    counters.setdefault(name, {}).update(per_channel)
+        return counters
+
 
 def _points(config: Config) -> list[tuple[str, object]]:
     return [(c.id, c.source) for c in config.channels]

@@ -46,6 +46,7 @@ class View:
     rejections: dict[tuple[str, str], int] = field(default_factory=dict)
     lag: float = 0.0
     broken: bool = False
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def channel_readings(self) -> Iterator[tuple[str, Unit, Channel]]:
         if self.engine is None:
@@ -63,6 +64,9 @@ class View:
 
     def boundary_lag_seconds(self) -> float:
         return self.lag
+
+    def source_counters(self) -> Mapping[str, Mapping[str, int]]:
+        return self.counters
 
 
 def make_engine() -> Engine:
@@ -248,6 +252,16 @@ async def test_exposes_exactly_the_contracts_names_and_labels() -> None:
         assert families[name].type == "counter"
     assert all(family.documentation for family in families.values())
     assert "process_cpu_seconds" in families and "python_info" in families
+
+
+@pytest.mark.asyncio
+async def test_source_glitches_and_lost_gpio_edges_are_counted_per_channel() -> None:
+    """The sources' glitch and GPIO edge counters are exposed as counters per channel."""
+    view = View(make_engine(), counters={"glitches": {"main": 2}, "lost_edges": {"gas": 5}})
+    async with serving(Metrics(view)) as port:
+        _, samples = await scrape(port)
+    assert samples[("pulse_gateway_source_glitches_total", frozenset({("channel", "main")}))] == 2
+    assert samples[("pulse_gateway_gpio_lost_edges_total", frozenset({("channel", "gas")}))] == 5
 
 
 def test_metrics_use_their_own_registry() -> None:
