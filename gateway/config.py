@@ -107,7 +107,9 @@ BACNET_KEYS = (
     "foreign_device",
 )
 FOREIGN_DEVICE_KEYS = ("bbmd", "ttl")
-METRICS_KEYS = ("listen",)
+METRICS_KEYS = ("listen", "tls", "basic_auth")
+TLS_KEYS = ("cert", "key")
+BASIC_AUTH_KEYS = ("username", "password_file")
 EXPORT_KEYS = ("schedule",)
 SCHEDULE_KEYS = ("directory", "prefix", "format", "at", "value", "time_format", "utc")
 EXPORT_FORMATS = ("energycap1", "energycap3", "energycap4")
@@ -215,6 +217,10 @@ class MetricsSettings:
 
     host: str
     port: int
+    tls_cert: Path | None = None  # PEM certificate chain: serve HTTPS
+    tls_key: Path | None = None
+    username: str | None = None  # Basic auth: the password is read from password_file at start
+    password_file: Path | None = None
 
     @property
     def listen(self) -> str:
@@ -347,7 +353,7 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
                 reader.problem(root, key, "required section is missing")
         gateway = _section(top, "gateway", partial(_gateway, base_dir=Path(file).parent))
         bacnet = _section(top, "bacnet", _bacnet)
-        metrics = _section(top, "metrics", _metrics)
+        metrics = _section(top, "metrics", partial(_metrics, base_dir=Path(file).parent))
         export = _section(top, "export", partial(_export, base_dir=Path(file).parent))
         sources_node = top.value_node("sources")
         if sources_node is not None:
@@ -579,9 +585,45 @@ def _networks(reader: Reader, node: Node, path: str) -> tuple[IPv4Network, ...] 
     return tuple(networks) if len(networks) == len(items) else None
 
 
-def _metrics(entries: Entries) -> MetricsSettings | None:
-    listen = entries.get("listen", partial(_listen, entries.reader), required=True)
-    return None if listen is None else MetricsSettings(*listen)
+def _metrics(entries: Entries, base_dir: Path) -> MetricsSettings | None:
+    reader = entries.reader
+    listen = entries.get("listen", partial(_listen, reader), required=True)
+    read_file = partial(_existing_file, reader, base_dir)
+    cert = key = username = password_file = None
+    broken = False
+    tls_node = entries.value_node("tls")
+    if tls_node is not None:
+        tls = reader.entries(tls_node, "metrics.tls", TLS_KEYS)
+        if tls is None:
+            broken = True
+        else:
+            cert = tls.get("cert", read_file, required=True)
+            key = tls.get("key", read_file, required=True)
+            broken = cert is None or key is None
+    auth_node = entries.value_node("basic_auth")
+    if auth_node is not None:
+        auth = reader.entries(auth_node, "metrics.basic_auth", BASIC_AUTH_KEYS)
+        if auth is None:
+            broken = True
+        else:
+            username = auth.get("username", reader.text, required=True)
+            password_file = auth.get("password_file", read_file, required=True)
+            if username is not None and ":" in username:
+                auth.problem("username", "Basic auth user names cannot contain ':'")
+                username = None
+            broken = broken or username is None or password_file is None
+    if listen is None or broken:
+        return None
+    return MetricsSettings(*listen, cert, key, username, password_file)
+
+
+def _existing_file(reader: Reader, base_dir: Path, node: Node, path: str) -> Path | None:
+    """A file that exists (relative paths next to the config), checked now, read at start."""
+    target = _state_dir(reader, base_dir, node, path)
+    if target is not None and not target.is_file():
+        reader.problem(node, path, f"no such file: {target}")
+        return None
+    return target
 
 
 def _listen(reader: Reader, node: Node, path: str) -> tuple[str, int] | None:

@@ -12,9 +12,12 @@ gateway's own, never the process-global one, so two gateways in one process (tes
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hmac
 import math
 import re
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Protocol
@@ -245,8 +248,9 @@ class _HttpError(Exception):
         self.status = status
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str] | None:
-    """The method and target of one request; None if the client sent nothing at all."""
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, bytes | None] | None:
+    """The method, target and Authorization header of one request; None if the client sent
+    nothing at all."""
     lines: list[bytes] = []
     size = 0
     while True:
@@ -270,7 +274,12 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str] | None:
     request = _REQUEST_LINE.fullmatch(lines[0])
     if request is None or not all(_HEADER_LINE.fullmatch(header) for header in lines[1:]):
         raise _HttpError(HTTPStatus.BAD_REQUEST)
-    return request[1].decode("ascii"), request[2].decode("ascii")
+    authorization = None
+    for header in lines[1:]:
+        name, _, value = header.partition(b":")
+        if name.strip().lower() == b"authorization":
+            authorization = value.strip()
+    return request[1].decode("ascii"), request[2].decode("ascii"), authorization
 
 
 def _response(
@@ -284,6 +293,8 @@ def _response(
     ]
     if status == HTTPStatus.METHOD_NOT_ALLOWED:
         headers.append("Allow: " + ", ".join(_ALLOWED))
+    if status == HTTPStatus.UNAUTHORIZED:
+        headers.append('WWW-Authenticate: Basic realm="pulse-gateway", charset="UTF-8"')
     head = ("\r\n".join(headers) + "\r\n\r\n").encode("ascii")
     return head if head_only else head + body
 
@@ -307,11 +318,19 @@ def _route(metrics: Metrics, method: str, target: str) -> bytes:
     return _response(HTTPStatus.OK, body, CONTENT_TYPE_LATEST, head_only=method == "HEAD")
 
 
+def _authorized(authorization: bytes | None, expected: bytes | None) -> bool:
+    """Basic auth (RFC 7617), compared in constant time; no credentials configured = open."""
+    if expected is None:
+        return True
+    return authorization is not None and hmac.compare_digest(authorization, expected)
+
+
 async def _answer(
     metrics: Metrics,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     read_timeout: float,
+    expected: bytes | None = None,
 ) -> None:
     try:
         try:
@@ -324,7 +343,11 @@ async def _answer(
         else:
             if head is None:
                 return
-            response = _route(metrics, *head)
+            method, target, authorization = head
+            if _authorized(authorization, expected):
+                response = _route(metrics, method, target)
+            else:
+                response = _error(HTTPStatus.UNAUTHORIZED)
         writer.write(response)
         async with asyncio.timeout(read_timeout):
             await writer.drain()
@@ -344,16 +367,28 @@ async def _answer(
 
 
 async def serve_metrics(
-    metrics: Metrics, host: str, port: int, *, read_timeout: float = READ_TIMEOUT
+    metrics: Metrics,
+    host: str,
+    port: int,
+    *,
+    read_timeout: float = READ_TIMEOUT,
+    tls: ssl.SSLContext | None = None,
+    credentials: tuple[str, str] | None = None,
 ) -> asyncio.Server:
     """Serve ``GET /metrics`` over HTTP/1.1 on the running loop, one request per connection.
 
     Port 0 binds a free port (read it from ``server.sockets``). Other paths answer 404, other
     methods 405, a malformed request 400, a head over ``HEAD_LIMIT`` bytes 431 and a client
-    slower than ``read_timeout`` seconds 408. The caller closes the returned server.
+    slower than ``read_timeout`` seconds 408. With ``tls`` it speaks HTTPS; with
+    ``credentials`` (username, password) every request needs that Basic auth, else 401. The
+    caller closes the returned server.
     """
+    expected = None
+    if credentials is not None:
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode("ascii")
+        expected = f"Basic {token}".encode("ascii")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _answer(metrics, reader, writer, read_timeout)
+        await _answer(metrics, reader, writer, read_timeout, expected)
 
-    return await asyncio.start_server(handle, host, port, limit=HEAD_LIMIT)
+    return await asyncio.start_server(handle, host, port, limit=HEAD_LIMIT, ssl=tls)

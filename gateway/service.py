@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -120,6 +121,9 @@ class Gateway:
             self._checkpoint(self.engine.now)
             await self._start_metrics()
             await self._start_bacnet()
+            if self.config.bacnet is not None and not self.config.bacnet.reset_allowed_from:
+                # the safe default, but a site that expects monthly resets must hear about it
+                log.warning("resets_disabled", reason="bacnet.reset_allowed_from is empty")
             self._start_sources()
         except BaseException:
             self.store.close()
@@ -228,9 +232,24 @@ class Gateway:
         return Engine.of(channels, now)
 
     async def _start_metrics(self) -> None:
-        listen = self.config.metrics
-        if listen is not None:
-            self.metrics_server = await serve_metrics(self.metrics, listen.host, listen.port)
+        settings = self.config.metrics
+        if settings is None:
+            return  # no metrics section: nothing listens
+        tls = credentials = None
+        try:
+            if settings.tls_cert is not None and settings.tls_key is not None:
+                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+            if settings.username is not None and settings.password_file is not None:
+                password = settings.password_file.read_text(encoding="utf-8").strip()
+                if not password:
+                    raise GatewayError(f"{settings.password_file} holds no password")
+                credentials = (settings.username, password)
+        except (OSError, ssl.SSLError) as exc:
+            raise GatewayError(f"metrics TLS or password file: {exc}") from None
+        self.metrics_server = await serve_metrics(
+            self.metrics, settings.host, settings.port, tls=tls, credentials=credentials
+        )
 
     async def _start_bacnet(self) -> None:
         if self.config.bacnet is None:

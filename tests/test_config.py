@@ -1140,3 +1140,25 @@ def test_bad_pacing_and_line_settings_are_named(old: str, new: str, message: str
     assert any(message in str(p) for p in error.value.problems), [
         str(p) for p in error.value.problems
     ]
+
+
+def test_metrics_tls_and_basic_auth_files_must_exist(tmp_path: Path) -> None:
+    """metrics.tls and basic_auth name files next to the config; missing ones are named."""
+    for name in ("cert.pem", "key.pem", "password"):
+        (tmp_path / name).write_text("x")
+    secured = VALID.replace(
+        "  listen: 127.0.0.1:9842",
+        "  listen: 127.0.0.1:9842\n  tls: {cert: cert.pem, key: key.pem}\n"
+        "  basic_auth: {username: prom, password_file: password}",
+    )
+    metrics = parse_config(secured, str(tmp_path / "site.yaml"), purpose="run").metrics
+    assert metrics is not None
+    assert (metrics.tls_cert, metrics.tls_key) == (tmp_path / "cert.pem", tmp_path / "key.pem")
+    assert (metrics.username, metrics.password_file) == ("prom", tmp_path / "password")
+    (tmp_path / "key.pem").unlink()
+    broken_text = secured.replace("username: prom", "username: 'pro:m'")
+    with pytest.raises(ConfigError) as error:
+        parse_config(broken_text, str(tmp_path / "site.yaml"), purpose="run")
+    problems = [str(p) for p in error.value.problems]
+    assert any("metrics.tls.key: no such file" in p for p in problems), problems
+    assert any("metrics.basic_auth.username" in p for p in problems), problems

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -202,3 +206,55 @@ def test_a_bms_reads_and_resets_through_the_running_daemon(tmp_path: Path) -> No
         ("e", True, f"bacnet:127.0.0.1:{client_port}")
     ]
     assert all(v.ok for v in verdicts)
+
+
+def test_metrics_over_tls_with_basic_auth(tmp_path: Path) -> None:
+    """With metrics.tls and basic_auth, a scrape needs HTTPS and the password; else 401."""
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "password").write_text("s3cret-for-scrapes\n")
+    config = write_config(tmp_path)
+    config.write_text(
+        config.read_text().replace(
+            "metrics: {listen: '127.0.0.1:",
+            "metrics: {tls: {cert: cert.pem, key: key.pem},"
+            " basic_auth: {username: prometheus, password_file: password}, listen: '127.0.0.1:",
+        )
+    )
+    context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    with Daemon(config).ready() as daemon:
+        url = f"https://127.0.0.1:{daemon.metrics_port}/metrics"
+        token = base64.b64encode(b"prometheus:s3cret-for-scrapes").decode()
+        request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+        with urllib.request.urlopen(request, context=context, timeout=5) as response:
+            assert b"pulse_gateway_pulses_total" in response.read()
+        for headers in ({}, {"Authorization": "Basic " + base64.b64encode(b"x:y").decode()}):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(
+                    urllib.request.Request(url, headers=headers), context=context, timeout=5
+                )
+            assert refused.value.code == 401
+            assert "Basic" in refused.value.headers["WWW-Authenticate"]
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP
+            urllib.request.urlopen(url.replace("https", "http"), timeout=5)
+        assert daemon.stop() == 0
