@@ -52,37 +52,6 @@ def probe(host: str, port: int) -> None:
             raise BacnetError(message) from None
 
 
-class _StackLog(logging.Handler):
-    """bacpypes3 logs through the standard library, with tracebacks (a malformed packet, a
-    vanished COV subscriber): each becomes one structured line without a traceback, at most
-    ``STACK_LOG_BURST`` per minute so that a flood of junk datagrams cannot flood the log."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self._window = 0.0
-        self._logged = 0
-        self._suppressed = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):
-            if record.created - self._window >= 60.0:
-                if self._suppressed:
-                    log.warning("bacnet_stack_errors_suppressed", count=self._suppressed)
-                self._window, self._logged, self._suppressed = record.created, 0, 0
-            if self._logged >= STACK_LOG_BURST:
-                self._suppressed += 1
-                return
-            self._logged += 1
-            log.warning("bacnet_stack_error", logger=record.name, message=record.getMessage())
-
-
-def _route_stack_logging() -> None:
-    stack = logging.getLogger("bacpypes3")
-    if not any(isinstance(h, _StackLog) for h in stack.handlers):
-        stack.addHandler(_StackLog())
-        stack.propagate = False
-
-
 def foreign_device(foreign: Any) -> tuple[str, int]:
     """(``HOST:PORT`` of the BBMD, TTL in seconds) from ``bacnet.foreign_device``."""
     ttl = int(getattr(foreign, "ttl", 300))
