@@ -30,6 +30,7 @@ from gateway.export import (
     local_to_instant,
     write_export,
 )
+from gateway.notify import Notifier
 from gateway.points import points_csv
 from gateway.replay import ReplayError, ResetLog, replay
 from gateway.service import Gateway, GatewayError
@@ -207,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config or DEMO_CONFIG, purpose="run")
     configure()
-    gateway = Gateway(config, live=sys.stdout.isatty())
+    gateway = Gateway(config, live=sys.stdout.isatty(), notifier=Notifier())
     try:
         asyncio.run(gateway.run())
     except OSError as exc:  # a listen address in use or not on this host

@@ -52,6 +52,7 @@ from gateway.core import (
 from gateway.export import ExportChannel, day_span, drop_file, local_time, write_export
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, serve_metrics
+from gateway.notify import Notifier, status_line
 from gateway.sources import Source, SourceError, build_sources
 from gateway.store import Store
 
@@ -86,8 +87,17 @@ class _Status:
 class Gateway:
     """One running gateway."""
 
-    def __init__(self, config: Config, *, timeline: Timeline | None = None, live: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        timeline: Timeline | None = None,
+        live: bool = False,
+        notifier: Notifier | None = None,
+    ):
         self.config = config
+        # systemd's notification socket: only `pulse-gateway run` passes a live one
+        self.notifier = notifier or Notifier.disabled()
         self.timeline = timeline or Timeline()
         self.live = live  # a person is watching: one compact line per channel each slide
         self.status = _Status()
@@ -146,6 +156,7 @@ class Gateway:
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         try:
             await self.start()
+            self.notifier.ready(self.summary())
             log.info("gateway_ready", metrics_port=self.metrics_port)
             while not self._stop.is_set():
                 stop = asyncio.create_task(self._stop.wait())
@@ -155,7 +166,13 @@ class Gateway:
                 reload.cancel()
                 if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
-                    await self.reload()
+                    self.notifier.reloading()
+                    reloaded = False
+                    try:
+                        reloaded = await self.reload()
+                    finally:
+                        refused = "" if reloaded else "; last reload refused (see the journal)"
+                        self.notifier.ready(self.summary() + refused)
         finally:
             await self.stop()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -173,6 +190,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop tasks, close the boundaries due, checkpoint, release the state dir."""
+        self.notifier.stopping("stopping: final checkpoint")
         if self.store is None:
             return
         tasks = [
@@ -282,6 +300,16 @@ class Gateway:
                 await asyncio.wait_for(self.metrics_server.wait_closed(), timeout=1.0)
             self.metrics_server = None
 
+    def summary(self) -> str:
+        """The gateway in one line, for systemd's STATUS= (shown by ``systemctl status``)."""
+        bacnet, metrics = self.config.bacnet, self.config.metrics
+        return status_line(
+            channels=len(self.config.channels),
+            sources_up=self.status.sources_up,
+            bacnet=f"{bacnet.address.ip}:{bacnet.port}" if bacnet and self.bacnet else None,
+            metrics=metrics.listen if metrics and self.metrics_server else None,
+        )
+
     @property
     def metrics_port(self) -> int | None:
         if self.metrics_server is None or not self.metrics_server.sockets:
@@ -375,10 +403,12 @@ class Gateway:
         assert self.engine is not None
         while True:
             due = min(self.engine.next_due, self.status.last_checkpoint + CHECKPOINT_EVERY_US)
-            await asyncio.sleep(self.timeline.seconds_until(due))
+            # at most a second: a held clock (backward step) must not stop checkpoints and pings
+            await asyncio.sleep(min(self.timeline.seconds_until(due), 1.0))
             now = self._now()
             if now >= self.status.last_checkpoint + CHECKPOINT_EVERY_US:
                 self._checkpoint(now)
+            self.notifier.watchdog()  # paced inside: WATCHDOG=1 every WatchdogSec/2
 
     def _interval_spans(self) -> dict[str, int]:
         return {c.id: c.interval for c in self.config.channels}
@@ -557,9 +587,12 @@ class Gateway:
     def source_down(self, source: str) -> None:
         assert self.engine is not None
         t = self._now()
-        if self.status.sources_up.get(source):
+        was_up = self.status.sources_up.get(source)
+        if was_up:
             log.warning("source_down", source=source)
         self.status.sources_up[source] = False
+        if was_up:
+            self.notifier.status(self.summary())
         for channel_id in self._channels_of(source):
             self.engine.channels[channel_id].offline(t)
         self._changed()
@@ -567,9 +600,12 @@ class Gateway:
     def source_up(self, source: str, catch_up: Mapping[str, int]) -> None:
         assert self.engine is not None
         t = self._now()
-        if not self.status.sources_up.get(source):
+        was_up = self.status.sources_up.get(source)
+        if not was_up:
             log.info("source_up", source=source)
         self.status.sources_up[source] = True
+        if not was_up:
+            self.notifier.status(self.summary())
         for channel_id in self._channels_of(source):
             channel = self.engine.channels[channel_id]
             extra = catch_up.get(channel_id, 0)
