@@ -69,3 +69,34 @@ def test_a_record_continues_from_a_saved_mark_after_a_restart() -> None:
     advance(engine, log, records, "00:15:00")
     (record,) = records
     assert (record.pulses, record.consumption, record.pulses_total) == (10, 5.0, 40)
+
+
+def test_an_outage_ending_exactly_at_an_interval_start_makes_that_interval_estimated() -> None:
+    """Catch-up pulses at an interval's first instant make it E, never an actual peak."""
+    engine = Engine({"e": rules(window="15min", slide="15min")}, at("00:00:00"))
+    log = IntervalLog({"e": FIFTEEN}, {"e": IntervalMark(at("00:00:00"), 0, 0.0)})
+    records: list = []
+    engine.offline("e", at("00:10:00"))
+    advance(engine, log, records, "00:30:00")
+    engine.online("e", at("00:30:00"), 100)
+    advance(engine, log, records, "00:31:00")
+    engine.pulses("e", at("00:31:00"), 1)
+    advance(engine, log, records, "01:00:00")
+    assert [(r.end, r.pulses, r.estimated) for r in records] == [
+        (at("00:15:00"), 0, True),
+        (at("00:30:00"), 0, True),
+        (at("00:45:00"), 101, True),  # the outage's 100 catch-up pulses are in here
+        (at("01:00:00"), 0, False),
+    ]
+
+
+def test_interval_consumption_is_pulses_times_scale_without_float_residue() -> None:
+    """With one scale factor, a record's consumption is exactly pulses x scale_factor."""
+    engine = Engine({"e": rules(scale=0.01, window="15min", slide="15min")}, at("00:00:00"))
+    log = IntervalLog({"e": FIFTEEN}, {"e": IntervalMark(at("00:00:00"), 0, 0.0)})
+    records: list = []
+    for minute in range(0, 45, 3):
+        advance(engine, log, records, f"00:{minute:02d}:30")
+        engine.pulses("e", at(f"00:{minute:02d}:30"), 608)
+    advance(engine, log, records, "00:45:00")
+    assert [r.consumption for r in records] == [5 * 608 * 0.01] * 3

@@ -18,6 +18,7 @@ from it after a restart.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -60,6 +61,10 @@ class IntervalLog:
                 raise ValueError(f"{channel_id}: the interval must be positive")
         self.intervals = dict(intervals)
         self.marks = dict(marks)
+        # channels that were offline at their last record's end: the next interval starts with
+        # the outage's end, whose catch-up pulses land at its first instant. Kept in memory
+        # only: after a restart the downtime itself makes the next record estimated.
+        self._offline_at_end: set[str] = set()
 
     def observe(
         self, readings: list[ChannelReading], channels: Mapping[str, Channel]
@@ -83,16 +88,31 @@ class IntervalLog:
                 mark = IntervalMark(nominal_start, 0, channel.rules.initial_reading)
             start = min(mark.end, nominal_start)
             gap = mark.end != nominal_start  # created mid-interval, or records missed (downtime)
-            estimated = gap or not channel.is_online or channel.valid_from > nominal_start
+            estimated = (
+                gap
+                or not channel.is_online
+                or channel.valid_from > nominal_start
+                or item.channel in self._offline_at_end
+            )
+            if channel.is_online:
+                self._offline_at_end.discard(item.channel)
+            else:
+                self._offline_at_end.add(item.channel)
             pulses_before, consumption_before = mark.pulses_total, mark.consumption_total
+            pulses = reading.pulses_total - pulses_before
             consumption = reading.consumption - consumption_before
+            exact = pulses * channel.scale_factor
+            if math.isclose(exact, consumption, rel_tol=1e-9, abs_tol=1e-9):
+                # the same scale factor throughout: pulses x scale has no float residue, the
+                # difference of two running totals has (18.23999999999978 for 18.24)
+                consumption = exact
             seconds = (end - start) / MICROS_PER_SECOND
             records.append(
                 IntervalRecord(
                     channel=item.channel,
                     end=end,
                     start=start,
-                    pulses=reading.pulses_total - pulses_before,
+                    pulses=pulses,
                     consumption=consumption,
                     average_demand=consumption * channel.rules.unit.units_scale / seconds,
                     estimated=estimated,
