@@ -77,6 +77,11 @@ class GatewayView(Protocol):
         """How late the last boundary tick ran after its boundary instant, in seconds."""
         ...
 
+    def checksum_ok(self) -> Mapping[str, bool]:
+        """Per channel, whether its reset checksum holds (checked at start, after resets,
+        hourly)."""
+        ...
+
     def source_counters(self) -> Mapping[str, Mapping[str, int]]:
         """Per counter ("glitches", "lost_edges", "late_edges"), the count per channel that
         the running sources report (since they started)."""
@@ -149,6 +154,12 @@ def _families() -> dict[str, Metric]:
             "boundary_lag_seconds",
             "Seconds the last slide boundary tick ran after its boundary instant.",
         ),
+        "checksum_ok": gauge(
+            "checksum_ok",
+            "1 while cumulative demand equals the sum of the logged previous peaks and reset_count"
+            " the accepted resets (the B6070 checksum), 0 when broken: see pulse-gateway resets.",
+            "channel",
+        ),
         "glitches": counter(
             "source_glitches",
             "Implausible device readings (backwards beyond a wrap, or faster than max_rate):"
@@ -205,6 +216,8 @@ class GatewayCollector(Collector):
         for source_id, up in view.sources_up().items():
             f["source_up"].add_metric([source_id], 1.0 if up else 0.0)
         f["lag"].add_metric([], view.boundary_lag_seconds())
+        for channel_id, ok in sorted(view.checksum_ok().items()):
+            f["checksum_ok"].add_metric([channel_id], 1.0 if ok else 0.0)
         for name, per_channel in view.source_counters().items():
             for channel_id, count in sorted(per_channel.items()):
                 f[name].add_metric([channel_id], count)

@@ -81,6 +81,7 @@ class _Status:
     sources_up: dict[str, bool] = field(default_factory=dict)
     rejections: dict[tuple[str, str], int] = field(default_factory=dict)
     boundary_lag_s: float = 0.0
+    checksums: dict[str, bool] = field(default_factory=dict)  # per channel: verdict ok
     last_checkpoint: Instant = 0
 
 
@@ -126,6 +127,7 @@ class Gateway:
         self.store = Store.open(self.config.gateway.state_dir)
         try:
             self.engine = self._restore()
+            self._check_sums()
             self.intervals = IntervalLog(self._interval_spans(), self.store.interval_marks())
             self._mark_new_channels(self.engine.now)
             self._checkpoint(self.engine.now)
@@ -573,6 +575,8 @@ class Gateway:
             await asyncio.sleep(0)  # let sources and BACnet in between batches
         if deleted:
             log.info("intervals_pruned", deleted=deleted)
+        if self.store is not None:
+            self._check_sums()
 
     # -- PulseSink: what sources report -----------------------------------------------------
 
@@ -659,7 +663,22 @@ class Gateway:
         for cid, outcome in outcomes.items():
             event = "reset_accepted" if outcome.accepted else "reset_refused"
             log.info(event, channel=cid, origin=origin, reason=outcome.reason)
+        self._check_sums()
         return outcomes
+
+    def _check_sums(self) -> None:
+        """The B6070 checksum per channel (PRODUCT.md §6), for the checksum_ok metric: read
+        from the audit at start, after resets and hourly, never per scrape."""
+        assert self.store is not None
+        try:
+            verdicts = self.store.verdict()
+        except Exception as exc:  # the verdict can wait; counting cannot
+            log.error("checksum_check_failed", error=repr(exc))
+            return
+        self.status.checksums = {v.channel: v.ok for v in verdicts if v.status != "removed"}
+        for verdict in verdicts:
+            if verdict.status == "broken":
+                log.error("checksum_broken", channel=verdict.channel, detail=verdict.line())
 
     def count_rejection(self, channel_id: str, reason: str) -> None:
         """A reset refused before it reached the engine (not allowed, bad value): for metrics."""
@@ -788,6 +807,9 @@ class Gateway:
 
     def boundary_lag_seconds(self) -> float:
         return self.status.boundary_lag_s
+
+    def checksum_ok(self) -> Mapping[str, bool]:
+        return self.status.checksums
 
     def source_counters(self) -> Mapping[str, Mapping[str, int]]:
         counters: dict[str, dict[str, int]] = {}

@@ -47,6 +47,7 @@ class View:
     lag: float = 0.0
     broken: bool = False
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    checksums: dict[str, bool] = field(default_factory=dict)
 
     def channel_readings(self) -> Iterator[tuple[str, Unit, Channel]]:
         if self.engine is None:
@@ -67,6 +68,9 @@ class View:
 
     def source_counters(self) -> Mapping[str, Mapping[str, int]]:
         return self.counters
+
+    def checksum_ok(self) -> Mapping[str, bool]:
+        return self.checksums
 
 
 def make_engine() -> Engine:
@@ -256,10 +260,16 @@ async def test_exposes_exactly_the_contracts_names_and_labels() -> None:
 
 @pytest.mark.asyncio
 async def test_source_glitches_and_lost_gpio_edges_are_counted_per_channel() -> None:
-    """The sources' glitch and GPIO edge counters are exposed as counters per channel."""
-    view = View(make_engine(), counters={"glitches": {"main": 2}, "lost_edges": {"gas": 5}})
+    """Source glitches, lost GPIO edges and the reset checksum are exposed per channel."""
+    view = View(
+        make_engine(),
+        counters={"glitches": {"main": 2}, "lost_edges": {"gas": 5}},
+        checksums={"main": True, "gas": False},
+    )
     async with serving(Metrics(view)) as port:
         _, samples = await scrape(port)
+    assert samples[("pulse_gateway_checksum_ok", frozenset({("channel", "main")}))] == 1
+    assert samples[("pulse_gateway_checksum_ok", frozenset({("channel", "gas")}))] == 0
     assert samples[("pulse_gateway_source_glitches_total", frozenset({("channel", "main")}))] == 2
     assert samples[("pulse_gateway_gpio_lost_edges_total", frozenset({("channel", "gas")}))] == 5
 
