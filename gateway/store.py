@@ -233,6 +233,13 @@ class Store:
         self._conn: sqlite3.Connection | None = conn
         self._lock_fd = lock_fd
         self._mutex = threading.Lock()
+        # rows this store committed last, per table and channel: checkpoint writes only changes
+        self._written: dict[str, dict[str, tuple | str]] = {
+            "rules": {},
+            "state": {},
+            "mark": {},
+            "baseline": {},
+        }
 
     # -- opening and closing ------------------------------------------------------------------
 
@@ -340,10 +347,31 @@ class Store:
 
         Channels not in ``states`` keep their saved rows: removing one is ``forget_channel``.
         """
-        rows = {channel: _state_row(state) for channel, (_, state) in states.items()}
+        # Only what changed since this store's last commit is written (2,000 unchanged rules
+        # rows a second are ~8,000 statements that hold the event loop): the cache below is
+        # updated only after a commit, and this process is the database's only writer (lock).
+        rules_rows = {c: _rules_row(rules) for c, (rules, _) in states.items()}
+        state_rows = {c: _state_row(state) for c, (_, state) in states.items()}
+        mark_rows = {
+            c: (m.end, m.pulses_total, float(m.consumption_total))
+            for c, m in (marks or {}).items()
+            if c in states
+        }
+        baseline_rows = {c: repr(v) for c, v in (baselines or {}).items() if c in states}
+        written = self._written
+        changed = {
+            name: {c: row for c, row in rows.items() if written[name].get(c) != row}
+            for name, rows in (
+                ("rules", rules_rows),
+                ("state", state_rows),
+                ("mark", mark_rows),
+                ("baseline", baseline_rows),
+            )
+        }
         with self._write() as conn:
-            for channel, (rules, _) in states.items():
-                _save_channel(conn, channel, rules, rows[channel])
+            # the channel rows first: channel_state and the others refer to them
+            conn.executemany(_CHANNEL_UPSERT, [(c, *r) for c, r in changed["rules"].items()])
+            conn.executemany(_STATE_REPLACE, [(c, *r) for c, r in changed["state"].items()])
             if intervals:
                 conn.executemany(
                     "INSERT OR REPLACE INTO intervals (channel, end_us, start_us, pulses,"
@@ -364,25 +392,25 @@ class Store:
                         for r in intervals
                     ],
                 )
-            for channel, mark in (marks or {}).items():
-                if channel in states:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO interval_mark"
-                        " (channel, end_us, pulses_total, consumption_total) VALUES (?, ?, ?, ?)",
-                        (channel, mark.end, mark.pulses_total, float(mark.consumption_total)),
-                    )
-            for channel, value in (baselines or {}).items():
-                if channel in states:
-                    conn.execute(
-                        "INSERT INTO source_baseline (channel, value) VALUES (?, ?)"
-                        " ON CONFLICT (channel) DO UPDATE SET value = excluded.value",
-                        (channel, repr(value)),
-                    )
+            if changed["mark"]:  # (an empty executemany still needs the table to exist)
+                conn.executemany(
+                    "INSERT OR REPLACE INTO interval_mark"
+                    " (channel, end_us, pulses_total, consumption_total) VALUES (?, ?, ?, ?)",
+                    [(c, *row) for c, row in changed["mark"].items()],
+                )
+            if changed["baseline"]:
+                conn.executemany(
+                    "INSERT INTO source_baseline (channel, value) VALUES (?, ?)"
+                    " ON CONFLICT (channel) DO UPDATE SET value = excluded.value",
+                    list(changed["baseline"].items()),
+                )
             conn.execute(
                 "INSERT INTO checkpoint (id, saved_at) VALUES (1, ?)"
                 " ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at",
                 (at,),
             )
+        for name, rows in changed.items():
+            written[name].update(rows)
 
     def record_reset(
         self, channel: str, outcome: ResetOutcome, source: str, state: Saved | None
@@ -404,16 +432,20 @@ class Store:
         if missing:
             raise ValueError(f"accepted resets need the channel state: {', '.join(missing)}")
         rows = {channel: _state_row(state) for channel, (_, state) in states.items()}
+        rules_rows = {channel: _rules_row(rules) for channel, (rules, _) in states.items()}
         with self._write() as conn:
-            for channel, (rules, _) in states.items():
+            for channel in states:
                 # the channel row first, so a new channel's audit_from precedes its reset rows
-                _save_channel(conn, channel, rules, rows[channel])
+                conn.execute(_CHANNEL_UPSERT, (channel, *rules_rows[channel]))
+                conn.execute(_STATE_REPLACE, (channel, *rows[channel]))
             for channel, outcome in outcomes.items():
                 row = (channel, outcome.time, source, outcome.accepted, outcome.reason)
                 row += (*_totals_row(outcome.before), *_totals_row(outcome.after))
                 conn.execute(
                     f"INSERT INTO resets ({_RESET_COLUMNS}) VALUES ({', '.join('?' * 13)})", row
                 )
+        self._written["rules"].update(rules_rows)
+        self._written["state"].update(rows)
 
     def forget_channel(self, channel: str) -> bool:
         """Drop a channel's rules and state (gone from the config); its reset audit stays.
@@ -422,7 +454,10 @@ class Store:
         from zero with a new checksum.
         """
         with self._write() as conn:
-            return conn.execute("DELETE FROM channels WHERE id = ?", (channel,)).rowcount > 0
+            gone = conn.execute("DELETE FROM channels WHERE id = ?", (channel,)).rowcount > 0
+        for rows in self._written.values():
+            rows.pop(channel, None)
+        return gone
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -682,25 +717,29 @@ def _prepare(conn: sqlite3.Connection, path: Path, version: int) -> None:
         ) from None
 
 
-def _save_channel(
-    conn: sqlite3.Connection, channel: str, rules: ChannelRules, state_row: tuple
-) -> None:
-    rules_row = (rules.unit.name, float(rules.scale_factor), rules.window, rules.slide)
-    rules_row += (float(rules.initial_reading), rules.reset_lockout)  # ChannelRules has no NaN
-    conn.execute(
-        f"INSERT INTO channels (id, {_RULES_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?,"
-        " (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'resets'))"
-        " ON CONFLICT (id) DO UPDATE SET unit = excluded.unit,"
-        " scale_factor = excluded.scale_factor, window_us = excluded.window_us,"
-        " slide_us = excluded.slide_us, initial_reading = excluded.initial_reading,"
-        " reset_lockout_us = excluded.reset_lockout_us",
-        (channel, *rules_row),
-    )
-    names = ", ".join(_STATE_FIELDS)
-    conn.execute(
-        f"INSERT OR REPLACE INTO channel_state (channel, {names})"
-        f" VALUES (?{', ?' * len(_STATE_FIELDS)})",
-        (channel, *state_row),
+_CHANNEL_UPSERT = (
+    f"INSERT INTO channels (id, {_RULES_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?,"
+    " (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'resets'))"
+    " ON CONFLICT (id) DO UPDATE SET unit = excluded.unit,"
+    " scale_factor = excluded.scale_factor, window_us = excluded.window_us,"
+    " slide_us = excluded.slide_us, initial_reading = excluded.initial_reading,"
+    " reset_lockout_us = excluded.reset_lockout_us"
+)
+_STATE_REPLACE = (
+    f"INSERT OR REPLACE INTO channel_state (channel, {', '.join(_STATE_FIELDS)})"
+    f" VALUES (?{', ?' * len(_STATE_FIELDS)})"
+)
+
+
+def _rules_row(rules: ChannelRules) -> tuple:
+    """The rules' column values (ChannelRules holds no NaN)."""
+    return (
+        rules.unit.name,
+        float(rules.scale_factor),
+        rules.window,
+        rules.slide,
+        float(rules.initial_reading),
+        rules.reset_lockout,
     )
 
 

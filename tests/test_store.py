@@ -693,3 +693,23 @@ def test_a_version_1_database_is_upgraded_in_place(
     assert saved is not None and saved.channels["main"].state == channel.state()
     assert saved.baselines == {}
     assert raw(tmp_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_checkpoint_writes_only_what_changed_since_the_last(tmp_path: Path) -> None:
+    """Unchanged channels cost no statement; a changed one is written and read back exactly."""
+    channel = main_with_peak()
+    other = main_with_peak()
+    with Store.open(tmp_path) as store:
+        states = {"a": (channel.rules, channel.state()), "b": (other.rules, other.state())}
+        store.checkpoint(states, at("00:10:00"), {"a": 7})
+        conn = store._connection()
+        before = conn.total_changes
+        store.checkpoint(states, at("00:10:01"), {"a": 7})
+        assert conn.total_changes - before == 1  # the checkpoint instant only
+        other.pulses(other.now, 1)
+        store.checkpoint({**states, "b": (other.rules, other.state())}, at("00:11:00"), {"a": 8})
+        assert conn.total_changes - before == 1 + 3  # b's state, a's baseline, the instant
+    with Store.open(tmp_path) as store:
+        saved = store.load()
+    assert saved is not None and saved.channels["b"].state == other.state()
+    assert saved.baselines == {"a": 8}
