@@ -50,6 +50,7 @@ has the daylight-saving rule), written in an EnergyCAP picture (``gateway.export
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -228,7 +229,7 @@ def _groups(records: Iterable[IntervalRecord], specs: dict[str, _Spec]) -> Itera
             yield pairs
 
 
-class _Layout:
+class _Layout(ABC):
     """One file format: its header, its timestamp text and its rows for one interval end."""
 
     def __init__(
@@ -268,11 +269,13 @@ class _Layout:
                 self.numbers[amount] = text
         return text
 
+    @abstractmethod
     def header(self) -> str:
-        raise NotImplementedError
+        """The header line(s) of this format."""
 
+    @abstractmethod
     def rows(self, stamp: str, group: _Group) -> str:
-        raise NotImplementedError
+        """The rows of one timestamp's records."""
 
 
 class _Format1(_Layout):
