@@ -25,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -95,7 +96,15 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=100)
     parser.add_argument("--format", choices=FORMATS, action="append", help="default: all three")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sqlite",
+        action="store_true",
+        help="end to end instead: fill a real state database, then time `pulse-gateway export`",
+    )
     args = parser.parse_args()
+    if args.sqlite:
+        from_sqlite(args.days, args.channels, args.format or FORMATS)
+        return
     if args.child:
         kind, days, count, target = args.child
         child(kind, int(days), int(count), target)
@@ -117,6 +126,60 @@ def main() -> None:
             )
             small, small_rss = measure(kind, 30, args.channels, target)
             print(f"  30 days: {small['rows']:,.0f} rows, peak RSS {small_rss:.1f} MiB (flat?)")
+
+
+def from_sqlite(days: int, count: int, formats: Sequence[str]) -> None:
+    """Fill a real gateway.db with the records, then run the real command on it."""
+    from gateway.core import Channel, ChannelRules
+    from gateway.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="pulse-bench-") as tmp:
+        folder = Path(tmp)
+        began = time.perf_counter()
+        rules = ChannelRules(UNITS["kWh"], 0.5, INTERVAL, INTERVAL)
+        with Store.open(folder) as store:
+            store.checkpoint(
+                {c.id: (rules, Channel(rules, START).state()) for c in channels(count)}, START
+            )
+            batch: list[IntervalRecord] = []
+            for record in records(days, count):
+                batch.append(record)
+                if len(batch) >= 200_000:
+                    store.checkpoint({}, record.end, intervals=batch)
+                    batch = []
+            store.checkpoint({}, START + days * 96 * INTERVAL, intervals=batch)
+        db = folder / "gateway.db"
+        print(
+            f"database with {days * 96 * count:,} records ({db.stat().st_size / 2**20:.0f} MiB)"
+            f" built in {time.perf_counter() - began:.1f} s"
+        )
+        last = (datetime(2026, 1, 1) + timedelta(days=days - 1)).date().isoformat()
+        for kind in formats:
+            out = folder / f"{kind}.csv"
+            command = [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "export",
+                "--db",
+                str(db),
+                "--format",
+                kind,
+                "--from",
+                "2026-01-01",
+                "--to",
+                last,
+                "--out",
+                str(out),
+            ]
+            began = time.perf_counter()
+            child_process = subprocess.Popen(command)
+            _, status, usage = os.wait4(child_process.pid, 0)
+            seconds = time.perf_counter() - began
+            print(
+                f"{kind} from SQLite: {seconds:.1f} s (target < 10 s), exit {status >> 8}, "
+                f"peak RSS {usage.ru_maxrss / 1024:.0f} MiB, {out.stat().st_size / 2**20:.0f} MiB"
+            )
 
 
 if __name__ == "__main__":

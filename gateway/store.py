@@ -525,7 +525,9 @@ class Store:
         )
         args: list[object] = [since, until]
         if channels is not None:
-            query += f" AND channel IN ({', '.join('?' for _ in channels)})"
+            # "+channel": filter, but walk the primary key (end_us, channel), already in the
+            # order asked for; the per-channel index would make SQLite sort the whole range
+            query += f" AND +channel IN ({', '.join('?' for _ in channels)})"
             args += list(channels)
         cursor = self._connection().execute(query + " ORDER BY end_us, channel", args)
         try:
