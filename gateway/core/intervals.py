@@ -21,15 +21,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.core.demand import Channel
 from gateway.core.engine import ChannelReading
 from gateway.core.timeline import MICROS_PER_SECOND, Instant, Span
 
 
-@dataclass(frozen=True, slots=True)
-class IntervalRecord:
-    """One channel's consumption over one interval (or a lumped gap, flagged estimated)."""
+class IntervalRecord(NamedTuple):
+    """One channel's consumption over one interval (or a lumped gap, flagged estimated).
+
+    A NamedTuple rather than a frozen dataclass: an export streams millions of them out of
+    the store, and a tuple is built in C (about 5x faster than a frozen dataclass's init).
+    """
 
     channel: str
     end: Instant
