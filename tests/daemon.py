@@ -103,7 +103,13 @@ class Daemon:
         raise AssertionError(f"no {event!r} log line; saw {self.seen[-10:]}; stderr {stderr}")
 
     def ready(self) -> Daemon:
-        self.metrics_port = int(self.wait_for("gateway_ready")["metrics_port"])
+        """Wait for gateway_ready; a gateway that never gets there is killed, not leaked (the
+        ``with`` block it was meant for never starts)."""
+        try:
+            self.metrics_port = int(self.wait_for("gateway_ready")["metrics_port"])
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
