@@ -148,7 +148,27 @@ class GatewayObject:
         """Computed; assignments from the constructor are ignored."""
 
 
-class ChannelInput(GatewayObject, AnalogInputObject):
+class LiveStatus:
+    """Mixin for the objects over a channel: status flags and reliability read live from it
+    (the subclass says how, in ``live_reliability``), never stored in the object."""
+
+    def live_reliability(self) -> Reliability:
+        raise TypeError(f"{type(self).__name__} must say how its reliability is read")
+
+    @property
+    def statusFlags(self) -> StatusFlags:  # type: ignore[override]
+        return FLAGS_NORMAL if self.live_reliability() == NO_FAULT else FLAGS_FAULT
+
+    @statusFlags.setter
+    def statusFlags(self, value: Any) -> None:
+        """Computed; assignments from the constructor are ignored."""
+
+    @property
+    def reliability(self) -> Reliability:  # type: ignore[override]
+        return self.live_reliability()
+
+
+class ChannelInput(LiveStatus, GatewayObject, AnalogInputObject):
     """``{id}.consumption`` ... ``{id}.reset_count``: an analog input over a live channel."""
 
     # Per-object attributes, set by ObjectFactory (no class annotations: bacpypes3's metaclass
@@ -167,18 +187,6 @@ class ChannelInput(GatewayObject, AnalogInputObject):
     def presentValue(self) -> Real:  # type: ignore[override]
         return Real(self.live_value())
 
-    @property
-    def statusFlags(self) -> StatusFlags:  # type: ignore[override]
-        return FLAGS_NORMAL if self.live_reliability() == NO_FAULT else FLAGS_FAULT
-
-    @statusFlags.setter
-    def statusFlags(self, value: Any) -> None:
-        """Computed; assignments from the constructor are ignored."""
-
-    @property
-    def reliability(self) -> Reliability:  # type: ignore[override]
-        return self.live_reliability()
-
     # LiveCriteria's interface
     def cov_state(self) -> tuple[float, bool]:
         return self.live_value(), self.live_reliability() != NO_FAULT
@@ -190,7 +198,7 @@ class ChannelInput(GatewayObject, AnalogInputObject):
         return self._increment
 
 
-class ResetValue(GatewayObject, BinaryValueObject):
+class ResetValue(LiveStatus, GatewayObject, BinaryValueObject):
     """``{id}.reset`` and ``reset_all``: momentary, so present-value always reads inactive.
 
     Not commandable (no priority array, 12.6): the reset is performed while the write is being
@@ -211,18 +219,6 @@ class ResetValue(GatewayObject, BinaryValueObject):
     @property
     def presentValue(self) -> BinaryPV:  # type: ignore[override]
         return INACTIVE
-
-    @property
-    def statusFlags(self) -> StatusFlags:  # type: ignore[override]
-        return FLAGS_NORMAL if self.live_reliability() == NO_FAULT else FLAGS_FAULT
-
-    @statusFlags.setter
-    def statusFlags(self, value: Any) -> None:
-        """Computed; assignments from the constructor are ignored."""
-
-    @property
-    def reliability(self) -> Reliability:  # type: ignore[override]
-        return self.live_reliability()
 
     def cov_state(self) -> tuple[float, bool]:
         return 0.0, self.live_reliability() != NO_FAULT
