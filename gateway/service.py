@@ -54,7 +54,7 @@ from gateway.logging import get_logger
 from gateway.metrics import Metrics, serve_metrics
 from gateway.notify import Notifier, status_line
 from gateway.sources import Source, SourceError, build_sources
-from gateway.store import Store
+from gateway.store import Saved, Store
 
 CHECKPOINT_EVERY_US = 1_000_000
 PRUNE_EVERY_US = 3600 * 1_000_000  # expired interval records are deleted hourly, in batches
@@ -82,7 +82,19 @@ class _Status:
     rejections: dict[tuple[str, str], int] = field(default_factory=dict)
     boundary_lag_s: float = 0.0
     checksums: dict[str, bool] = field(default_factory=dict)  # per channel: verdict ok
-    last_checkpoint: Instant = 0
+    last_checkpoint: Instant = 0  # the instant of the last checkpoint saved
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """One checkpoint's content, taken on the loop and written by a worker thread."""
+
+    at: Instant
+    states: dict[str, Saved]
+    baselines: dict[str, int | float]
+    intervals: list[IntervalRecord]
+    marks: dict[str, IntervalMark]
+    taken: int  # the store's generation when taken (Store.checkpoint)
 
 
 class Gateway:
@@ -119,6 +131,9 @@ class Gateway:
         self.intervals = IntervalLog({}, {})
         self._pending: list[IntervalRecord] = []  # interval records not yet checkpointed
         self._next_prune: Instant = 0
+        self._saving: asyncio.Task[None] | None = None  # the checkpoint being written
+        self._save_again = False  # asked for while one was being written
+        self._asked: Instant = 0  # when the last checkpoint was asked for (paces the tick)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -130,7 +145,7 @@ class Gateway:
             self._check_sums()
             self.intervals = IntervalLog(self._interval_spans(), self.store.interval_marks())
             self._mark_new_channels(self.engine.now)
-            self._checkpoint(self.engine.now)
+            await self._checkpoint_now(self.engine.now)
             await self._start_metrics()
             await self._start_bacnet()
             if self.config.bacnet is not None and not self.config.bacnet.reset_allowed_from:
@@ -208,7 +223,7 @@ class Gateway:
         await self._stop_metrics()
         await self._stop_bacnet()  # no reset can arrive after this
         if self.engine is not None:
-            self._checkpoint(self._now())
+            await self._checkpoint_now(self._now())
         self.store.close()
         self.store = None
         log.info("gateway_stopped")
@@ -404,11 +419,11 @@ class Gateway:
         """Close boundaries at their wall-clock instants; checkpoint every second."""
         assert self.engine is not None
         while True:
-            due = min(self.engine.next_due, self.status.last_checkpoint + CHECKPOINT_EVERY_US)
+            due = min(self.engine.next_due, self._asked + CHECKPOINT_EVERY_US)
             # at most a second: a held clock (backward step) must not stop checkpoints and pings
             await asyncio.sleep(min(self.timeline.seconds_until(due), 1.0))
             now = self._now()
-            if now >= self.status.last_checkpoint + CHECKPOINT_EVERY_US:
+            if now >= self._asked + CHECKPOINT_EVERY_US:
                 self._checkpoint(now)
             self.notifier.watchdog()  # paced inside: WATCHDOG=1 every WatchdogSec/2
 
@@ -446,27 +461,86 @@ class Gateway:
         self._checkpoint(t)
 
     def _checkpoint(self, t: Instant) -> None:
-        """Write every channel's state; a failure is logged and retried next second."""
+        """Save every channel's state as of now, in the background.
+
+        The states are taken here, on the loop, between two events; a worker thread writes
+        them (at 2,000 channels the SQLite transaction and its fsync take tens of ms, which
+        BACnet requests must not wait for). One write at a time, in the order taken: asked
+        again while one runs, the next starts when it ends, with the states of then.
+        A failure is logged and tried again a second later; nothing is lost from memory.
+        """
+        self._asked = t
+        if self._saving is not None:
+            self._save_again = True
+            return
+        snapshot = self._take_checkpoint(t)
+        self._saving = asyncio.get_running_loop().create_task(
+            self._save(snapshot), name="checkpoint"
+        )
+
+    async def _save(self, snapshot: _Snapshot) -> None:
+        try:
+            ok = await asyncio.to_thread(self._write_checkpoint, snapshot)
+            self._checkpoint_done(snapshot, ok)
+        finally:
+            self._saving = None
+        if self._save_again:
+            self._save_again = False
+            self._checkpoint(self._now())
+
+    async def _checkpoint_now(self, t: Instant) -> None:
+        """Save every channel's state at ``t`` and wait for it (start, reload, stop): after
+        the one being written, if any, so the newest state is the last one saved."""
+        self._save_again = False
+        while self._saving is not None:
+            await asyncio.wait({self._saving})
+        self._asked = t
+        snapshot = self._take_checkpoint(t)  # no await from here on: nothing can come between
+        self._checkpoint_done(snapshot, self._write_checkpoint(snapshot))
+
+    def _take_checkpoint(self, t: Instant) -> _Snapshot:
+        """Everything a checkpoint writes, copied: the loop goes on changing the originals."""
         assert self.store is not None and self.engine is not None
+        records, self._pending = self._pending, []
+        return _Snapshot(
+            at=t,
+            states={cid: (c.rules, c.state()) for cid, c in self.engine.channels.items()},
+            baselines=dict(self._collect_baselines()),
+            intervals=records,
+            marks=dict(self.intervals.marks),
+            taken=self.store.generation,
+        )
+
+    def _write_checkpoint(self, snapshot: _Snapshot) -> bool:
+        """Write one checkpoint (from any thread); whether it was saved."""
+        assert self.store is not None
         began = time.perf_counter()
         try:
             self.store.checkpoint(
-                {cid: (c.rules, c.state()) for cid, c in self.engine.channels.items()},
-                t,
-                self._collect_baselines(),
-                self._pending,
-                self.intervals.marks,
+                snapshot.states,
+                snapshot.at,
+                snapshot.baselines,
+                snapshot.intervals,
+                snapshot.marks,
+                taken=snapshot.taken,
             )
         except Exception as exc:  # disk full, I/O error: keep counting in memory, retry
-            log.error("checkpoint_failed", error=repr(exc), pending_intervals=len(self._pending))
-            return
+            log.error(
+                "checkpoint_failed", error=repr(exc), pending_intervals=len(snapshot.intervals)
+            )
+            return False
         finally:
             self.metrics.checkpoint_duration.observe(time.perf_counter() - began)
-        self._pending = []
-        self.status.last_checkpoint = t
-        if t >= self._next_prune:
-            self._next_prune = t + PRUNE_EVERY_US
-            asyncio.get_running_loop().create_task(self._prune(t), name="prune")
+        return True
+
+    def _checkpoint_done(self, snapshot: _Snapshot, ok: bool) -> None:
+        if not ok:
+            self._pending[:0] = snapshot.intervals  # in the next one, in order
+            return
+        self.status.last_checkpoint = snapshot.at
+        if snapshot.at >= self._next_prune:
+            self._next_prune = snapshot.at + PRUNE_EVERY_US
+            asyncio.get_running_loop().create_task(self._prune(snapshot.at), name="prune")
 
     async def _reload_bacnet(self, old: Config, new: Config) -> None:
         """New channels' objects on reload; new network or device settings restart the server."""
@@ -565,14 +639,13 @@ class Gateway:
         deleted = 0
         while self.store is not None:
             try:
-                batch = self.store.prune_intervals(before, PRUNE_BATCH)
+                batch = await asyncio.to_thread(self.store.prune_intervals, before, PRUNE_BATCH)
             except Exception as exc:  # pruning can wait for the next hour
                 log.error("interval_prune_failed", error=repr(exc))
                 return
             deleted += batch
             if batch < PRUNE_BATCH:
                 break
-            await asyncio.sleep(0)  # let sources and BACnet in between batches
         if deleted:
             log.info("intervals_pruned", deleted=deleted)
         if self.store is not None:
@@ -647,9 +720,13 @@ class Gateway:
         channels = {cid: self.engine.channels[cid] for cid in channel_ids}
         before = {cid: channel.state() for cid, channel in channels.items()}
         outcomes = {cid: channel.reset(t) for cid, channel in channels.items()}
+        baselines = self._collect_baselines()
         try:
             self.store.record_resets(
-                outcomes, origin, {cid: (c.rules, c.state()) for cid, c in channels.items()}
+                outcomes,
+                origin,
+                {cid: (c.rules, c.state()) for cid, c in channels.items()},
+                {cid: baselines[cid] for cid in channel_ids if cid in baselines},
             )
         except Exception:
             # not durable, so not done: put every channel back as it was
@@ -699,7 +776,9 @@ class Gateway:
             totals = channel.totals()
             outcomes[channel_id] = ResetOutcome(t, False, reason, totals, totals)
             states[channel_id] = (channel.rules, channel.state())
-        self.store.record_resets(outcomes, origin, states)
+        baselines = self._collect_baselines()
+        saved = {cid: baselines[cid] for cid in channel_ids if cid in baselines}
+        self.store.record_resets(outcomes, origin, states, saved)
         for channel_id in channel_ids:
             log.info("reset_refused", channel=channel_id, origin=origin, reason=reason)
 
@@ -754,7 +833,7 @@ class Gateway:
                 channel.offline(t)
             channels[channel_config.id] = channel
         removed = [cid for cid in self.engine.channels if cid not in channels]
-        self._checkpoint(t)  # removed channels' last state stays in the store
+        await self._checkpoint_now(t)  # removed channels' last state stays in the store
         self.engine = Engine.of(channels, t)
         self.config = new
         self.intervals.intervals = self._interval_spans()
@@ -770,7 +849,7 @@ class Gateway:
             await self._stop_metrics()
             await self._start_metrics()
         await self._reload_bacnet(old, new)
-        self._checkpoint(t)
+        await self._checkpoint_now(t)
         log.info(
             "config_reloaded",
             file=path,

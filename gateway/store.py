@@ -232,7 +232,8 @@ class Store:
         self.readonly = lock_fd is None
         self._conn: sqlite3.Connection | None = conn
         self._lock_fd = lock_fd
-        self._mutex = threading.Lock()
+        # re-entrant: a write holds it from before its transaction until its cache update
+        self._mutex = threading.RLock()
         # rows this store committed last, per table and channel: checkpoint writes only changes
         self._written: dict[str, dict[str, tuple | str]] = {
             "rules": {},
@@ -240,6 +241,11 @@ class Store:
             "mark": {},
             "baseline": {},
         }
+        # Bumped by every write of channel state outside a checkpoint (a reset, a refusal);
+        # per channel, the generation of its last such write. A checkpoint taken before it
+        # must not overwrite it: see ``generation`` and ``checkpoint(taken=...)``.
+        self._generation = 0
+        self._saved_in: dict[str, int] = {}
 
     # -- opening and closing ------------------------------------------------------------------
 
@@ -333,6 +339,11 @@ class Store:
                     raise StoreError(f"cannot write {self.path}: {exc}; nothing was saved") from exc
                 raise
 
+    @property
+    def generation(self) -> int:
+        """Read it when taking the states for a checkpoint and pass it as ``taken``."""
+        return self._generation
+
     def checkpoint(
         self,
         states: Mapping[str, Saved],
@@ -340,92 +351,132 @@ class Store:
         baselines: Mapping[str, int | float] | None = None,
         intervals: Sequence[IntervalRecord] = (),
         marks: Mapping[str, IntervalMark] | None = None,
+        taken: int | None = None,
     ) -> None:
         """Save every given channel's rules and state, the sources' ``baselines`` (per channel),
         new interval records with the log's ``marks``, and ``at`` as the checkpoint instant, in
         one transaction.
 
         Channels not in ``states`` keep their saved rows: removing one is ``forget_channel``.
+        ``taken`` is the ``generation`` read when ``states`` were taken: the service writes
+        them from a worker thread, so a reset may have been saved in between; such a channel
+        keeps its newer rows (state, rules, baseline) and goes in the next checkpoint.
         """
-        # Only what changed since this store's last commit is written (2,000 unchanged rules
-        # rows a second are ~8,000 statements that hold the event loop): the cache below is
-        # updated only after a commit, and this process is the database's only writer (lock).
-        rules_rows = {c: _rules_row(rules) for c, (rules, _) in states.items()}
-        state_rows = {c: _state_row(state) for c, (_, state) in states.items()}
-        mark_rows = {
-            c: (m.end, m.pulses_total, float(m.consumption_total))
-            for c, m in (marks or {}).items()
-            if c in states
+        with self._mutex:  # until the cache says what was committed
+            with self._write() as conn:
+                # Inside the lock: the cache and the generations change only under it.
+                if taken is not None and taken < self._generation:
+                    newer = {c for c, g in self._saved_in.items() if g > taken}
+                    states = {c: s for c, s in states.items() if c not in newer}
+                    baselines = {c: v for c, v in (baselines or {}).items() if c not in newer}
+                changed = self._changes(states, baselines, marks)
+                # the channel rows first: channel_state and the others refer to them
+                conn.executemany(_CHANNEL_UPSERT, [(c, *r) for c, r in changed["rules"].items()])
+                conn.executemany(_STATE_REPLACE, [(c, *r) for c, r in changed["state"].items()])
+                self._save_intervals(conn, intervals)
+                if changed["mark"]:  # (an empty executemany still needs the table to exist)
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO interval_mark"
+                        " (channel, end_us, pulses_total, consumption_total) VALUES (?, ?, ?, ?)",
+                        [(c, *row) for c, row in changed["mark"].items()],
+                    )
+                self._save_baselines(conn, changed["baseline"])
+                conn.execute(
+                    "INSERT INTO checkpoint (id, saved_at) VALUES (1, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at",
+                    (at,),
+                )
+            for name, rows in changed.items():
+                self._written[name].update(rows)
+
+    def _changes(
+        self,
+        states: Mapping[str, Saved],
+        baselines: Mapping[str, int | float] | None,
+        marks: Mapping[str, IntervalMark] | None,
+    ) -> dict[str, dict[str, tuple | str]]:
+        """Per table, the rows that differ from what this store committed last.
+
+        2,000 unchanged rules rows a second are ~8,000 statements for nothing; the cache is
+        updated only after a commit, and this process is the database's only writer (lock).
+        """
+        rows: dict[str, dict[str, tuple | str]] = {
+            "rules": {c: _rules_row(rules) for c, (rules, _) in states.items()},
+            "state": {c: _state_row(state) for c, (_, state) in states.items()},
+            "mark": {
+                c: (m.end, m.pulses_total, float(m.consumption_total))
+                for c, m in (marks or {}).items()
+                if c in states
+            },
+            "baseline": {c: repr(v) for c, v in (baselines or {}).items() if c in states},
         }
-        baseline_rows = {c: repr(v) for c, v in (baselines or {}).items() if c in states}
         written = self._written
-        changed = {
-            name: {c: row for c, row in rows.items() if written[name].get(c) != row}
-            for name, rows in (
-                ("rules", rules_rows),
-                ("state", state_rows),
-                ("mark", mark_rows),
-                ("baseline", baseline_rows),
-            )
+        return {
+            name: {c: row for c, row in table.items() if written[name].get(c) != row}
+            for name, table in rows.items()
         }
-        with self._write() as conn:
-            # the channel rows first: channel_state and the others refer to them
-            conn.executemany(_CHANNEL_UPSERT, [(c, *r) for c, r in changed["rules"].items()])
-            conn.executemany(_STATE_REPLACE, [(c, *r) for c, r in changed["state"].items()])
-            if intervals:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO intervals (channel, end_us, start_us, pulses,"
-                    " consumption, average_demand, estimated, pulses_total, consumption_total)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            r.channel,
-                            r.end,
-                            r.start,
-                            r.pulses,
-                            float(r.consumption),
-                            _float("average_demand", r.average_demand),
-                            int(r.estimated),
-                            r.pulses_total,
-                            float(r.consumption_total),
-                        )
-                        for r in intervals
-                    ],
-                )
-            if changed["mark"]:  # (an empty executemany still needs the table to exist)
-                conn.executemany(
-                    "INSERT OR REPLACE INTO interval_mark"
-                    " (channel, end_us, pulses_total, consumption_total) VALUES (?, ?, ?, ?)",
-                    [(c, *row) for c, row in changed["mark"].items()],
-                )
-            if changed["baseline"]:
-                conn.executemany(
-                    "INSERT INTO source_baseline (channel, value) VALUES (?, ?)"
-                    " ON CONFLICT (channel) DO UPDATE SET value = excluded.value",
-                    list(changed["baseline"].items()),
-                )
-            conn.execute(
-                "INSERT INTO checkpoint (id, saved_at) VALUES (1, ?)"
-                " ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at",
-                (at,),
+
+    @staticmethod
+    def _save_intervals(conn: sqlite3.Connection, records: Sequence[IntervalRecord]) -> None:
+        if records:
+            conn.executemany(
+                "INSERT OR REPLACE INTO intervals (channel, end_us, start_us, pulses,"
+                " consumption, average_demand, estimated, pulses_total, consumption_total)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.channel,
+                        r.end,
+                        r.start,
+                        r.pulses,
+                        float(r.consumption),
+                        _float("average_demand", r.average_demand),
+                        int(r.estimated),
+                        r.pulses_total,
+                        float(r.consumption_total),
+                    )
+                    for r in records
+                ],
             )
-        for name, rows in changed.items():
-            written[name].update(rows)
+
+    @staticmethod
+    def _save_baselines(conn: sqlite3.Connection, rows: Mapping[str, tuple | str]) -> None:
+        if rows:  # (an empty executemany still needs the table to exist)
+            conn.executemany(
+                "INSERT INTO source_baseline (channel, value) VALUES (?, ?)"
+                " ON CONFLICT (channel) DO UPDATE SET value = excluded.value",
+                list(rows.items()),
+            )
 
     def record_reset(
-        self, channel: str, outcome: ResetOutcome, source: str, state: Saved | None
+        self,
+        channel: str,
+        outcome: ResetOutcome,
+        source: str,
+        state: Saved | None,
+        baselines: Mapping[str, int | float] | None = None,
     ) -> None:
         """Log one reset attempt and save the channel's state after it, in one transaction.
 
         ``state`` is required for an accepted reset; pass it for a refused one too, since
         the refusal counter is part of the state. Acknowledge the reset only after this returns.
         """
-        self.record_resets({channel: outcome}, source, {} if state is None else {channel: state})
+        states = {} if state is None else {channel: state}
+        self.record_resets({channel: outcome}, source, states, baselines)
 
     def record_resets(
-        self, outcomes: Mapping[str, ResetOutcome], source: str, states: Mapping[str, Saved]
+        self,
+        outcomes: Mapping[str, ResetOutcome],
+        source: str,
+        states: Mapping[str, Saved],
+        baselines: Mapping[str, int | float] | None = None,
     ) -> None:
-        """``record_reset`` for several channels (a reset_all) in one transaction."""
+        """``record_reset`` for several channels (a reset_all) in one transaction.
+
+        ``baselines``: the sources' baselines of these channels as of ``states``. The saved
+        state counts every pulse up to the reset, so its baseline must move with it: an older
+        one would count the pulses in between again after a crash.
+        """
         if not source:
             raise ValueError("a reset needs a source, such as 'replay' or a BACnet address")
         missing = [c for c, o in outcomes.items() if o.accepted and c not in states]
@@ -433,19 +484,28 @@ class Store:
             raise ValueError(f"accepted resets need the channel state: {', '.join(missing)}")
         rows = {channel: _state_row(state) for channel, (_, state) in states.items()}
         rules_rows = {channel: _rules_row(rules) for channel, (rules, _) in states.items()}
-        with self._write() as conn:
-            for channel in states:
-                # the channel row first, so a new channel's audit_from precedes its reset rows
-                conn.execute(_CHANNEL_UPSERT, (channel, *rules_rows[channel]))
-                conn.execute(_STATE_REPLACE, (channel, *rows[channel]))
-            for channel, outcome in outcomes.items():
-                row = (channel, outcome.time, source, outcome.accepted, outcome.reason)
-                row += (*_totals_row(outcome.before), *_totals_row(outcome.after))
-                conn.execute(
-                    f"INSERT INTO resets ({_RESET_COLUMNS}) VALUES ({', '.join('?' * 13)})", row
-                )
-        self._written["rules"].update(rules_rows)
-        self._written["state"].update(rows)
+        baseline_rows = {c: repr(v) for c, v in (baselines or {}).items() if c in states}
+        with self._mutex:  # until the cache says what was committed
+            with self._write() as conn:
+                for channel in states:
+                    # the channel row first, so a new channel's audit_from precedes its reset rows
+                    conn.execute(_CHANNEL_UPSERT, (channel, *rules_rows[channel]))
+                    conn.execute(_STATE_REPLACE, (channel, *rows[channel]))
+                for channel, outcome in outcomes.items():
+                    row = (channel, outcome.time, source, outcome.accepted, outcome.reason)
+                    row += (*_totals_row(outcome.before), *_totals_row(outcome.after))
+                    conn.execute(
+                        f"INSERT INTO resets ({_RESET_COLUMNS}) VALUES ({', '.join('?' * 13)})", row
+                    )
+                self._save_baselines(conn, baseline_rows)
+                # Under the lock, before the commit: a failed commit only delays these channels'
+                # next checkpoint row by one checkpoint.
+                self._generation += 1
+                for channel in states:
+                    self._saved_in[channel] = self._generation
+            self._written["rules"].update(rules_rows)
+            self._written["state"].update(rows)
+            self._written["baseline"].update(baseline_rows)
 
     def forget_channel(self, channel: str) -> bool:
         """Drop a channel's rules and state (gone from the config); its reset audit stays.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,96 @@ async def test_the_daily_drop_writes_yesterday_and_catches_up_after_downtime(
         row.startswith("12/31/2025 23:59:") or row.startswith("01/01/2026 00:00:00") for row in rows
     )
     assert all(",e,KWH," in row for row in rows)
+
+
+def saved_states(tmp_path: Path) -> dict[str, tuple[int, int]]:
+    """(pulses_total, reset_count) per channel, as the database holds them now."""
+    with Store.open_readonly(tmp_path / "state" / "gateway.db") as store:
+        saved = store.load()
+    assert saved is not None
+    return {cid: (c.state.pulses_total, c.state.reset_count) for cid, c in saved.channels.items()}
+
+
+@pytest.mark.asyncio
+async def test_a_reset_during_a_checkpoint_write_is_never_overwritten_by_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Checkpoints are written by a worker thread while the loop goes on: the loop counts and
+    resets during the write, and the older states it carries never replace the reset."""
+    clocks = FakeClocks()
+    gateway = await started(tmp_path, clocks)
+    try:
+        steady(gateway, clocks, 4)
+        store = gateway.store
+        write = store.checkpoint
+        entered, release = threading.Event(), threading.Event()
+
+        def slow_disk(*args: object, **kwargs: object) -> None:
+            entered.set()
+            release.wait(10)
+            write(*args, **kwargs)
+
+        monkeypatch.setattr(store, "checkpoint", slow_disk)
+        clocks.elapse(1.0)
+        gateway.pulses("e", 10)  # a boundary: its readings ask for a checkpoint
+        assert await asyncio.to_thread(entered.wait, 10)
+        taken = gateway.engine.channels["e"].pulses_total
+        gateway.pulses("e", 5)  # the loop is not waiting for the disk
+        assert gateway.reset("e", "bacnet:127.0.0.1:47900").accepted
+        assert saved_states(tmp_path)["e"] == (taken + 5, 1)  # durable before the ack
+        release.set()
+        await saved_up_to(gateway, clocks.wall_us)
+        assert saved_states(tmp_path)["e"] == (taken + 5, 1)  # not the older state
+        gateway.pulses("e", 1)
+    finally:
+        await gateway.stop()
+    assert saved_states(tmp_path)["e"] == (taken + 6, 1)
+
+
+async def saved_up_to(gateway: Gateway, t: int) -> None:
+    """Wait (real time, bounded) until the checkpoint of instant ``t`` is in the database."""
+    for _ in range(500):
+        if gateway.status.last_checkpoint >= t:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no checkpoint of {t} in 5 s")
+
+
+@pytest.mark.asyncio
+async def test_a_failing_checkpoint_is_retried_once_a_second_and_loses_no_interval(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A full disk: checkpoints fail, tried again once a second of the gateway's clock (not in
+    a busy loop), and the interval records waiting in memory reach the database once it writes
+    again, every one, in order."""
+    clocks = FakeClocks()
+    channels = CHANNELS.replace("demand_slide: 1s,", "demand_slide: 1s, interval: 2s,")
+    config = load_config(write_config(tmp_path, channels=channels), purpose="run")
+    gateway = await started_with(config, clocks)
+    calls: list[int] = []
+    try:
+        store = gateway.store
+        write = store.checkpoint
+
+        def disk_full(*args: object, **kwargs: object) -> None:
+            calls.append(len(args[3]))  # the interval records it was given
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(store, "checkpoint", disk_full)
+        steady(gateway, clocks, 20)  # a boundary every second, an interval end every two
+        await asyncio.sleep(1.5)  # real time: the tick runs, the gateway's clock stands still
+        tried = len(calls)
+        assert 1 <= tried <= 2  # the first boundary's, then one for all the boundaries after
+        clocks.elapse(1.0)
+        await asyncio.sleep(1.5)
+        assert len(calls) == tried + 1  # one more second, one more try
+        assert calls[-1] == 10  # the ten records are carried over, not dropped
+        monkeypatch.setattr(store, "checkpoint", write)
+        clocks.elapse(1.0)
+        await saved_up_to(gateway, clocks.wall_us)
+    finally:
+        await gateway.stop()
+    with Store.open_readonly(tmp_path / "state" / "gateway.db") as reader:
+        ends = [r.end for r in reader.intervals(0, clocks.wall_us)]
+    # the ten, and the one that ended after the disk came back: none lost, none twice
+    assert ends == [ends[0] + k * 2_000_000 for k in range(11)]

@@ -713,3 +713,53 @@ def test_a_checkpoint_writes_only_what_changed_since_the_last(tmp_path: Path) ->
         saved = store.load()
     assert saved is not None and saved.channels["b"].state == other.state()
     assert saved.baselines == {"a": 8}
+
+
+def test_a_checkpoint_taken_before_a_reset_never_overwrites_it(tmp_path: Path) -> None:
+    """The service takes a checkpoint on the loop and writes it from a thread: a reset saved
+    in between stays saved (state and baseline), and the other channels are written."""
+    channel, other = main_with_peak(), main_with_peak()
+    with Store.open(tmp_path) as store:
+        taken = store.generation
+        stale = {"main": (channel.rules, channel.state()), "b": (other.rules, other.state())}
+        run_to(channel, at("00:20:00"))
+        outcome = channel.reset(at("00:20:00"))
+        store.record_reset("main", outcome, "bms", (channel.rules, channel.state()), {"main": 41})
+        other.pulses(other.now, 3)
+        newer_b = (other.rules, other.state())
+        store.checkpoint({**stale, "b": newer_b}, at("00:20:00"), {"main": 40, "b": 9}, taken=taken)
+        saved = store.load()
+        assert saved is not None
+        assert saved.channels["main"].state == channel.state()  # the reset, not the stale one
+        assert saved.channels["main"].state.reset_count == 1
+        assert saved.channels["b"].state == newer_b[1]
+        assert saved.baselines == {"main": 41, "b": 9}
+        # taken after the reset, the next checkpoint writes the channel as usual
+        channel.pulses(channel.now, 2)
+        store.checkpoint(
+            {"main": (channel.rules, channel.state())},
+            at("00:20:01"),
+            {"main": 43},
+            taken=store.generation,
+        )
+        saved = store.load()
+        assert saved is not None and saved.channels["main"].state == channel.state()
+        assert saved.baselines["main"] == 43
+
+
+def test_a_reset_saves_the_channels_baselines_with_their_state(tmp_path: Path) -> None:
+    """The state saved by a reset counts every pulse up to it; an older baseline left beside
+    it would count the pulses since the last checkpoint a second time after a crash."""
+    channel = main_with_peak()
+    with Store.open(tmp_path) as store:
+        store.checkpoint({"main": (channel.rules, channel.state())}, at("00:20:00"), {"main": 10})
+        channel.pulses(at("00:20:00"), 4)
+        outcome = channel.reset(at("00:20:00"))
+        store.record_reset(
+            "main", outcome, "bms", (channel.rules, channel.state()), {"main": 14, "x": 1}
+        )
+    with Store.open(tmp_path) as store:
+        saved = store.load()
+    assert saved is not None
+    assert saved.channels["main"].state.pulses_total == channel.pulses_total
+    assert saved.baselines == {"main": 14}  # "x" has no state here: not saved
