@@ -420,3 +420,47 @@ async def test_a_failing_view_costs_one_scrape_not_the_server() -> None:
         _, samples = await scrape(port)
     assert status(failed) == 500
     assert_matches_engine(samples, engine)
+
+
+def gateway_lines(body: bytes) -> list[str]:
+    return [line for line in body.decode().splitlines() if "pulse_gateway_" in line]
+
+
+@pytest.mark.asyncio
+async def test_a_scrape_made_in_a_thread_is_the_same_text_as_one_made_on_the_loop() -> None:
+    """``scrape`` (numbers read on the loop, text made in a thread) serves what ``render``
+    gives, family for family and in the same order, process metrics included."""
+    engine = make_engine()
+    engine.pulses("gas", at("00:01:00"), 5)
+    engine.advance(at("00:10:00"))
+    view = View(engine, rejections={("main", "not_allowed"): 2}, checksums={"main": True})
+    view.counters = {"glitches": {"gas": 1}}
+    metrics = Metrics(view)
+    metrics.checkpoint_duration.observe(0.02)
+    on_loop, threaded = metrics.render(), await metrics.scrape()
+    assert gateway_lines(threaded) == gateway_lines(on_loop)
+    names = [family.name for family in text_string_to_metric_families(threaded.decode())]
+    assert names == [f.name for f in text_string_to_metric_families(on_loop.decode())]
+    assert "process_cpu_seconds" in names and "python_info" in names
+
+
+@pytest.mark.asyncio
+async def test_a_scrape_shows_the_numbers_of_the_moment_it_was_read() -> None:
+    """Events applied while the thread makes the text belong to the next scrape, whole."""
+    engine = make_engine()
+    metrics = Metrics(View(engine))
+    scraping = asyncio.create_task(metrics.scrape())
+    await asyncio.sleep(0)  # the scrape has read the numbers and waits for its thread
+    engine.pulses("gas", at("00:01:00"), 5)
+    engine.advance(at("00:05:00"))
+    before = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families((await scraping).decode())
+        for s in family.samples
+    }
+    assert value(before, "pulse_gateway_pulses_total", channel="gas") == 0
+    assert math.isnan(
+        value(before, "pulse_gateway_demand", channel="gas", unit="cubic-feet-per-minute")
+    )
+    after = metrics.render().decode()
+    assert 'pulse_gateway_pulses_total{channel="gas"} 5.0' in after
