@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bac_py import Client
 from bac_py.encoding.primitives import decode_all_application_values
 from bac_py.services.errors import BACnetError
 from bac_py.services.read_property_multiple import PropertyReference, ReadAccessSpecification
@@ -29,6 +30,7 @@ from tests.bacnet_support import (
     app_enumerated,
     app_real,
     confirmed,
+    free_udp_port,
     read_property,
     rig,
     write_property,
@@ -886,3 +888,46 @@ async def test_a_foreign_device_registers_with_its_bbmd(tmp_path: Path) -> None:
             await server.stop()
             bbmd.close()
         assert datagram == b"\x81\x05\x00\x06" + (120).to_bytes(2, "big")  # J.2.6
+
+
+@pytest.mark.asyncio
+async def test_confirmed_notifications_to_several_subscribers_are_all_delivered(
+    tmp_path: Path,
+) -> None:
+    """Two BMS front ends, 150 notifications each within a few seconds: every one arrives.
+
+    A receiver drops a confirmed request whose (source, invoke ID) it saw in the last few
+    seconds as a retransmission (bac-py: 6 s). Numbered from one counter for both peers, each
+    would see its IDs come back after 128 notifications; numbered per peer, after 256.
+    """
+    async with rig(tmp_path) as r:
+        second = Client(
+            instance_number=4002,
+            interface="127.0.0.1",
+            port=free_udp_port(),
+            broadcast_address="127.255.255.255",
+        )
+        async with second:
+            received: asyncio.Queue[float] = asyncio.Queue()
+
+            def on_cov(notification: Any, source: Any) -> None:
+                value = notification.list_of_values[0].value
+                received.put_nowait(decode_all_application_values(value)[0])
+
+            await asyncio.wait_for(
+                second.subscribe_cov_ex(
+                    r.address, "ai,101", process_id=72, confirmed=True, lifetime=60, callback=on_cov
+                ),
+                WAIT_S,
+            )
+            await r.subscribe("ai,101", process_id=71, confirmed=True, lifetime=60)
+            await r.notification()
+            await asyncio.wait_for(received.get(), WAIT_S)
+            for step in range(150):
+                r.clocks.elapse(0.5)
+                r.gateway.pulses("e", 2)  # 1 kWh: the object's COV increment
+                r.server.refresh()
+                expected = f32(r.gateway.engine.channels["e"].consumption)
+                first_value = (await r.notification())["PRESENT_VALUE"]
+                second_value = await asyncio.wait_for(received.get(), WAIT_S)
+                assert (step, first_value, second_value) == (step, expected, expected)
