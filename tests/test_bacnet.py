@@ -20,6 +20,7 @@ from bac_py.services.errors import BACnetError
 from bac_py.services.read_property_multiple import PropertyReference, ReadAccessSpecification
 from bac_py.types.enums import ErrorCode, PropertyIdentifier
 
+from gateway.bacnet.server import COV_BATCH
 from tests.bacnet_support import (
     APP_NULL,
     VERSION,
@@ -931,3 +932,34 @@ async def test_confirmed_notifications_to_several_subscribers_are_all_delivered(
                 first_value = (await r.notification())["PRESENT_VALUE"]
                 second_value = await asyncio.wait_for(received.get(), WAIT_S)
                 assert (step, first_value, second_value) == (step, expected, expected)
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_notifications_is_sent_in_paced_turns_and_all_arrive(
+    tmp_path: Path,
+) -> None:
+    """Forty subscriptions change at once: at most COV_BATCH notifications leave in one turn
+    of the event loop (requests are answered in between), the rest a pace later; every
+    subscriber gets the new value."""
+    async with rig(tmp_path) as r:
+        for process_id in range(1, 21):
+            await r.subscribe("ai,101", process_id=process_id)  # e's consumption
+            await r.subscribe("ai,201", process_id=100 + process_id)  # w's consumption
+        for _ in range(40):
+            await r.notification()  # the initial ones
+        r.clocks.elapse(0.5)
+        r.gateway.pulses("e", 2)
+        r.gateway.pulses("w", 2)
+        r.server.refresh()
+        handle = r.server._refresh_handle
+        assert handle is not None
+        handle.cancel()  # run the first turn here, to see where it stops
+        assert r.server._evaluate() == COV_BATCH == 20
+        assert isinstance(r.server._refresh_handle, asyncio.TimerHandle)  # the rest, paced
+        values = [await r.notification() for _ in range(40)]
+        instances = sorted(v["object"].instance_number for v in values)
+        assert instances == [101] * 20 + [201] * 20
+        e, w = (r.gateway.engine.channels[c].consumption for c in ("e", "w"))
+        assert {v["PRESENT_VALUE"] for v in values} == {f32(e), f32(w)}
+        await asyncio.sleep(0.2)
+        assert r.notifications.empty()  # each subscriber once

@@ -77,12 +77,13 @@ class LiveCriteria(COVDetection):
             return abs(value - self.reported_value) >= increment
         return value != self.reported_value
 
-    def evaluate(self) -> bool:
-        """Notify every subscriber if the state changed; returns whether it did."""
+    def evaluate(self) -> int:
+        """Notify every subscriber if the state changed; returns how many were notified."""
         if self.cov_subscriptions and self.changed():
+            count = len(self.cov_subscriptions)
             self.send_cov_notifications()
-            return True
-        return False
+            return count
+        return 0
 
     def execute(self) -> None:
         self.evaluate()
