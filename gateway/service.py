@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import ssl
 import sys
@@ -173,6 +174,7 @@ class Gateway:
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         try:
             await self.start()
+            _settle_memory()
             self.notifier.ready(self.summary())
             log.info("gateway_ready", metrics_port=self.metrics_port)
             while not self._stop.is_set():
@@ -187,6 +189,7 @@ class Gateway:
                     reloaded = False
                     try:
                         reloaded = await self.reload()
+                        _settle_memory()
                     finally:
                         refused = "" if reloaded else "; last reload refused (see the journal)"
                         self.notifier.ready(self.summary() + refused)
@@ -898,6 +901,19 @@ class Gateway:
                 if isinstance(per_channel, Mapping):
                     counters.setdefault(name, {}).update(per_channel)
         return counters
+
+
+def _settle_memory() -> None:
+    """Put what start-up (or a reload) built out of the cyclic collector's way.
+
+    The channels' BACnet objects and their properties are about a million Python objects at
+    2,000 channels, alive until the process ends; every full collection walked them all and
+    held the loop 50-65 ms. Frozen (``gc.freeze``), they are still freed when no longer
+    referenced, but never scanned. Only ``run`` does this: it owns the process.
+    """
+    gc.unfreeze()  # a reload's leftovers among the frozen objects get collected here
+    gc.collect()
+    gc.freeze()
 
 
 def _points(config: Config) -> list[tuple[str, object]]:
