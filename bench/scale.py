@@ -789,7 +789,8 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
         print(
             f"  + {duplicates} ({duplicates / seconds:.1f}/s) confirmed notifications that bac-py"
             " acknowledged but did not deliver: same invoke id from the gateway within its 6 s"
-            " duplicate window (bacpypes3 numbers requests from one counter for all peers)"
+            " duplicate window (the gateway numbers requests per peer: more than 256 to one"
+            " peer in 6 s?)"
         )
     print(f"checkpoints: {checkpoint}; sources up at every scrape: {up}")
     print(
