@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import os
 import random
 import signal
 import ssl
@@ -111,6 +112,40 @@ def test_sigterm_stops_within_5_seconds_with_a_final_checkpoint(tmp_path: Path) 
         took = time.monotonic() - asked
         daemon.wait_for("gateway_stopped", timeout=1)
     assert code == 0 and took < 5.0
+    state, _, _ = saved(tmp_path / "state")
+    assert state is not None and time.time() - state.saved_at / 1e6 < 5.0
+
+
+def test_a_closed_log_pipe_neither_stops_the_gateway_nor_its_sigterm(tmp_path: Path) -> None:
+    """Whoever read the log went away (``pulse-gateway run | head``): the gateway goes on,
+    says so once on stderr, reloads, and still stops cleanly on SIGTERM with its checkpoint."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "run", "-c", str(write_config(tmp_path))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        deadline = time.monotonic() + 20
+        while b'"gateway_ready"' not in process.stdout.readline():
+            assert time.monotonic() < deadline and process.poll() is None
+        process.stdout.close()  # the reader is gone: the next log line meets EPIPE
+        process.send_signal(signal.SIGHUP)  # config_reloaded and friends get logged
+        time.sleep(1.5)
+        assert process.poll() is None
+        asked = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=10)
+        took = time.monotonic() - asked
+        stderr = process.stderr.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    assert code == 0 and took < 5.0, stderr
+    assert stderr.count("the log output was closed (broken pipe)") == 1
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
     state, _, _ = saved(tmp_path / "state")
     assert state is not None and time.time() - state.saved_at / 1e6 < 5.0
 
