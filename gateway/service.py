@@ -54,8 +54,8 @@ from gateway.export import ExportChannel, day_span, drop_file, local_time, write
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, serve_metrics
 from gateway.notify import Notifier, status_line
-from gateway.sources import Source, SourceError, build_sources
-from gateway.store import Saved, Store
+from gateway.sources import Source, SourceError, baseline_readings, build_sources
+from gateway.store import Saved, Store, StoreError
 
 CHECKPOINT_EVERY_US = 1_000_000
 PRUNE_EVERY_US = 3600 * 1_000_000  # expired interval records are deleted hourly, in batches
@@ -238,6 +238,7 @@ class Gateway:
         assert self.store is not None
         saved = self.store.load()
         self._baselines = dict(saved.baselines) if saved else {}
+        self._bind_baselines(self.config)
         restored: dict[str, Channel] = {}
         if saved is not None:
             for channel_config in self.config.channels:
@@ -369,6 +370,19 @@ class Gateway:
         self._collect_baselines()  # the new sources resume where these stopped
         self._source_tasks.clear()
         self._sources.clear()
+
+    def _bind_baselines(self, config: Config) -> None:
+        """Drop the saved baselines that were read from another device or register than the
+        config now says (see ``Store.bind_baselines``)."""
+        assert self.store is not None
+        for channel_id in self.store.bind_baselines(baseline_readings(config)):
+            self._baselines.pop(channel_id, None)
+            log.warning(
+                "source_baseline_dropped",
+                channel=channel_id,
+                detail="its saved baseline was read from another device or register: pulses"
+                " counted while the gateway was down are not caught up for it",
+            )
 
     def _collect_baselines(self) -> dict[str, int | float]:
         for source in self._sources.values():
@@ -815,9 +829,9 @@ class Gateway:
             await self._stop_sources()
             t = self._now()
             # a channel now read from another register must not resume from the old one's value
-            old_points = dict(_points(old))
-            for channel_id, point in _points(new):
-                if old_points.get(channel_id) != point:
+            before, after = baseline_readings(old), baseline_readings(new)
+            for channel_id, reading in before.items():
+                if after.get(channel_id) != reading:
                     self._baselines.pop(channel_id, None)
         kept, added, changed = [], [], []
         channels: dict[str, Channel] = {}
@@ -837,6 +851,11 @@ class Gateway:
             channels[channel_config.id] = channel
         removed = [cid for cid in self.engine.channels if cid not in channels]
         await self._checkpoint_now(t)  # removed channels' last state stays in the store
+        if sources_changed:
+            try:
+                self._bind_baselines(new)
+            except StoreError as exc:  # the next checkpoints still write the new baselines
+                log.error("baseline_binding_failed", error=str(exc))
         self.engine = Engine.of(channels, t)
         self.config = new
         self.intervals.intervals = self._interval_spans()

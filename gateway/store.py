@@ -54,6 +54,7 @@ from gateway.core import (
 DB_NAME = "gateway.db"
 LOCK_NAME = "gateway.lock"
 APPLICATION_ID = 0x50474757  # "PGGW" in the file header: tells our databases from others
+BASELINE_READINGS = "baseline_readings"  # meta key: what each saved baseline was read from
 
 type Saved = tuple[ChannelRules, ChannelState]
 
@@ -506,6 +507,41 @@ class Store:
             self._written["rules"].update(rules_rows)
             self._written["state"].update(rows)
             self._written["baseline"].update(baseline_rows)
+
+    def bind_baselines(self, readings: Mapping[str, str]) -> list[str]:
+        """Record what each channel's baseline is read from now (``readings``: channel ->
+        its device and register, as text; channels without a baseline-keeping source left
+        out) and delete the baselines saved for something else; the channels whose baselines
+        were deleted, by id. One transaction.
+
+        A channel moved to another register or device while the gateway was down would
+        otherwise take the difference between two registers for pulses. A baseline with no
+        record (saved before the gateway kept them) is kept: its reading cannot be checked.
+        """
+        with self._mutex:  # until the cache says what was committed
+            with self._write() as conn:
+                row = conn.execute(
+                    "SELECT value FROM meta WHERE key = ?", (BASELINE_READINGS,)
+                ).fetchone()
+                recorded: dict[str, str] = json.loads(row[0]) if row else {}
+                saved = [c for (c,) in conn.execute("SELECT channel FROM source_baseline")]
+                dropped = sorted(
+                    c for c in saved if c in recorded and recorded[c] != readings.get(c)
+                )
+                conn.executemany(
+                    "DELETE FROM source_baseline WHERE channel = ?", [(c,) for c in dropped]
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (BASELINE_READINGS, json.dumps(dict(sorted(readings.items())))),
+                )
+                if dropped:  # a checkpoint taken before this must not write them back
+                    self._generation += 1
+                    for channel in dropped:
+                        self._saved_in[channel] = self._generation
+            for channel in dropped:
+                self._written["baseline"].pop(channel, None)
+        return dropped
 
     def forget_channel(self, channel: str) -> bool:
         """Drop a channel's rules and state (gone from the config); its reset audit stays.

@@ -157,3 +157,44 @@ def test_exact_totals_across_wraps_an_outage_and_a_gateway_kill(
     assert [f - b for f, b in zip(final, base_pulses, strict=True)] == [
         t - b for t, b in zip(truth, base_truth, strict=True)
     ]
+
+
+def test_a_channel_moved_to_another_register_while_down_counts_no_difference(
+    tmp_path: Path,
+) -> None:
+    """Registers swapped in the config while the gateway was stopped: neither channel takes
+    the difference between the two registers for pulses; the change is logged; both count
+    on from their new registers."""
+    sim = Simulator("--channels", "2", "--rate", "0")
+    try:
+        sim.command("pulse 0 0 1000")
+        sim.command("pulse 0 1 1200")
+        config = config_for(tmp_path, sim.port)
+        text = config.read_text().replace(", rollover: 1000", "")  # 2^32: no wrap in play
+        config.write_text(text)
+        with Daemon(config).ready() as daemon:
+            wait_until(
+                lambda: daemon.scrape()[("pulse_gateway_source_up", (("source", "adam"),))] == 1.0,
+                "the source never came up",
+            )
+            sim.command("pulse 0 0 10")
+            wait_until(lambda: pulses(daemon) == [10.0, 0.0], "the pulses were never counted")
+            assert daemon.stop() == 0
+        swapped = text.replace("address: 0,", "address: @,").replace("address: 2,", "address: 0,")
+        config.write_text(swapped.replace("address: @,", "address: 2,"))
+        sim.command("pulse 0 1 5")  # while down: register 2 reaches 1205
+        with Daemon(config).ready() as daemon:
+            time.sleep(1.0)  # several polls
+            assert pulses(daemon) == [10.0, 0.0]  # not +195 (a) nor a wrap (b)
+            dropped = {
+                line["channel"]
+                for line in daemon.seen
+                if line.get("event") == "source_baseline_dropped"
+            }
+            assert dropped == {"a", "b"}
+            sim.command("pulse 0 1 3")  # a now reads register 2
+            sim.command("pulse 0 0 4")  # b now reads register 0
+            wait_until(lambda: pulses(daemon) == [13.0, 4.0], "the new registers never counted")
+            assert daemon.stop() == 0
+    finally:
+        sim.close()

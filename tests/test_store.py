@@ -763,3 +763,25 @@ def test_a_reset_saves_the_channels_baselines_with_their_state(tmp_path: Path) -
     assert saved is not None
     assert saved.channels["main"].state.pulses_total == channel.pulses_total
     assert saved.baselines == {"main": 14}  # "x" has no state here: not saved
+
+
+def test_baselines_read_from_another_register_are_dropped_in_one_step(tmp_path: Path) -> None:
+    """bind_baselines keeps a baseline whose reading is unchanged or was never recorded, and
+    deletes one recorded for another device or register; a checkpoint taken before the
+    binding never writes the deleted one back."""
+    channel = main_with_peak()
+    state = (channel.rules, channel.state())
+    same, moved = "tcp 127.0.0.1:502 socket unit 1 holding 0 u32 big counter", "holding 2"
+    with Store.open(tmp_path) as store:
+        store.checkpoint({c: state for c in "abcd"}, at("00:20:00"), {"a": 1, "b": 2, "c": 3})
+        assert store.bind_baselines({"a": same, "b": same}) == []  # c: no reading now, no record
+        taken = store.generation
+        assert store.bind_baselines({"a": same, "b": moved, "d": same}) == ["b"]
+        assert store.load().baselines == {"a": 1, "c": 3}  # type: ignore[union-attr]
+        store.checkpoint({c: state for c in "abcd"}, at("00:20:01"), {"a": 1, "b": 2}, taken=taken)
+        assert store.load().baselines == {"a": 1, "c": 3}  # type: ignore[union-attr]
+        store.checkpoint({"b": state}, at("00:20:02"), {"b": 7}, taken=store.generation)
+        assert store.bind_baselines({"a": same, "b": moved}) == []
+    with Store.open(tmp_path) as store:
+        assert store.load().baselines == {"a": 1, "b": 7, "c": 3}  # type: ignore[union-attr]
+        assert store.bind_baselines({}) == ["a", "b"]  # c was never recorded: kept

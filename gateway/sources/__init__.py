@@ -89,3 +89,28 @@ def build_sources(config: Config, baselines: Mapping[str, Baseline]) -> list[Sou
                 f"source {source.id!r}: type {source.type} is not available in this version"
             )
     return sources
+
+
+def baseline_readings(config: Config) -> dict[str, str]:
+    """Per channel whose source keeps a baseline (Modbus), what the baseline is read from:
+    the device and the register, as text. A saved baseline applies only to the same reading
+    (``Store.bind_baselines``); how the value is interpreted (rollover, pulses per count,
+    max rate) may change without losing it."""
+    from gateway.config_sources import ModbusPoint, ModbusRtuSource, ModbusTcpSource
+
+    devices: dict[str, str] = {}
+    for source in config.sources:
+        if isinstance(source, ModbusTcpSource):
+            place = f"tcp {source.host}:{source.port} {source.framing}"
+        elif isinstance(source, ModbusRtuSource):
+            place = f"rtu {source.device}"
+        else:
+            continue
+        devices[source.id] = f"{place} unit {source.unit_id}"
+    readings = {}
+    for channel in config.channels:
+        point = channel.source
+        if isinstance(point, ModbusPoint) and point.id in devices:
+            register = f"{point.table} {point.address} {point.type} {point.word_order}"
+            readings[channel.id] = f"{devices[point.id]} {register} {point.kind}"
+    return readings
