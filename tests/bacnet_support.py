@@ -49,6 +49,16 @@ def free_udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def loopback_client(instance: int) -> Client:
+    """A bac-py client (a BMS front end) on a free port of 127.0.0.1."""
+    return Client(
+        instance_number=instance,
+        interface="127.0.0.1",
+        port=free_udp_port(),
+        broadcast_address="127.255.255.255",
+    )
+
+
 @dataclass
 class Rig:
     """A running gateway, its BACnet server and a bac-py client on another port."""
@@ -139,13 +149,7 @@ async def rig(
         )
         await server.start()
         try:
-            client = Client(
-                instance_number=4001,
-                interface="127.0.0.1",
-                port=free_udp_port(),
-                broadcast_address="127.255.255.255",
-            )
-            async with client:
+            async with loopback_client(4001) as client:
                 yield Rig(gateway, clocks, server, client)
         finally:
             await server.stop()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bac_py import Client
 from bac_py.encoding.primitives import decode_all_application_values
 from bac_py.services.errors import BACnetError
 from bac_py.services.read_property_multiple import PropertyReference, ReadAccessSpecification
@@ -32,6 +31,7 @@ from tests.bacnet_support import (
     app_real,
     confirmed,
     free_udp_port,
+    loopback_client,
     read_property,
     rig,
     write_property,
@@ -627,19 +627,15 @@ def test_the_probe_refuses_a_port_held_without_reuseport() -> None:
 @pytest.mark.asyncio
 async def test_two_thousand_channels_start_and_serve(tmp_path: Path) -> None:
     """A server with 2,000 channels (14,003 objects) starts and answers reads on any channel."""
-    from bac_py import Client
 
     from gateway.bacnet.standalone import standalone_server
-    from tests.bacnet_support import free_udp_port
 
     running = await standalone_server(2000, free_udp_port())
     server = running.server
     try:
         assert server.object_count == 1 + 1 + 7 * 2000 + 1
         address = f"127.0.0.1:{server.port}"
-        async with Client(
-            instance_number=4002, interface="127.0.0.1", port=free_udp_port()
-        ) as client:
+        async with loopback_client(4002) as client:
 
             async def read(objid: str, prop: str) -> Any:
                 return await asyncio.wait_for(client.read(address, objid, prop), WAIT_S)
@@ -839,7 +835,6 @@ async def test_the_server_announces_itself_with_an_i_am_at_start(tmp_path: Path)
     import dataclasses
 
     from gateway.bacnet import BacnetServer
-    from tests.bacnet_support import free_udp_port
 
     async with rig(tmp_path) as r:
         port = free_udp_port()
@@ -868,7 +863,6 @@ async def test_a_foreign_device_registers_with_its_bbmd(tmp_path: Path) -> None:
 
     from gateway.bacnet import BacnetServer
     from gateway.config import ForeignDevice
-    from tests.bacnet_support import free_udp_port
 
     async with rig(tmp_path) as r:
         bbmd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -901,37 +895,30 @@ async def test_confirmed_notifications_to_several_subscribers_are_all_delivered(
     seconds as a retransmission (bac-py: 6 s). Numbered from one counter for both peers, each
     would see its IDs come back after 128 notifications; numbered per peer, after 256.
     """
-    async with rig(tmp_path) as r:
-        second = Client(
-            instance_number=4002,
-            interface="127.0.0.1",
-            port=free_udp_port(),
-            broadcast_address="127.255.255.255",
+    async with rig(tmp_path) as r, loopback_client(4002) as second:
+        received: asyncio.Queue[float] = asyncio.Queue()
+
+        def on_cov(notification: Any, source: Any) -> None:
+            value = notification.list_of_values[0].value
+            received.put_nowait(decode_all_application_values(value)[0])
+
+        await asyncio.wait_for(
+            second.subscribe_cov_ex(
+                r.address, "ai,101", process_id=72, confirmed=True, lifetime=60, callback=on_cov
+            ),
+            WAIT_S,
         )
-        async with second:
-            received: asyncio.Queue[float] = asyncio.Queue()
-
-            def on_cov(notification: Any, source: Any) -> None:
-                value = notification.list_of_values[0].value
-                received.put_nowait(decode_all_application_values(value)[0])
-
-            await asyncio.wait_for(
-                second.subscribe_cov_ex(
-                    r.address, "ai,101", process_id=72, confirmed=True, lifetime=60, callback=on_cov
-                ),
-                WAIT_S,
-            )
-            await r.subscribe("ai,101", process_id=71, confirmed=True, lifetime=60)
-            await r.notification()
-            await asyncio.wait_for(received.get(), WAIT_S)
-            for step in range(150):
-                r.clocks.elapse(0.5)
-                r.gateway.pulses("e", 2)  # 1 kWh: the object's COV increment
-                r.server.refresh()
-                expected = f32(r.gateway.engine.channels["e"].consumption)
-                first_value = (await r.notification())["PRESENT_VALUE"]
-                second_value = await asyncio.wait_for(received.get(), WAIT_S)
-                assert (step, first_value, second_value) == (step, expected, expected)
+        await r.subscribe("ai,101", process_id=71, confirmed=True, lifetime=60)
+        await r.notification()
+        await asyncio.wait_for(received.get(), WAIT_S)
+        for step in range(150):
+            r.clocks.elapse(0.5)
+            r.gateway.pulses("e", 2)  # 1 kWh: the object's COV increment
+            r.server.refresh()
+            expected = f32(r.gateway.engine.channels["e"].consumption)
+            first_value = (await r.notification())["PRESENT_VALUE"]
+            second_value = await asyncio.wait_for(received.get(), WAIT_S)
+            assert (step, first_value, second_value) == (step, expected, expected)
 
 
 @pytest.mark.asyncio
