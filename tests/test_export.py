@@ -489,6 +489,51 @@ def test_export_streams_rows_before_reading_all_records() -> None:
     assert seen[3].count("\n") == 3  # header and the rows of the first two ends
 
 
+def test_rows_follow_config_order_whatever_channels_each_end_has() -> None:
+    """Ends with changing sets and orders of channels (more than the writer remembers) and an
+    unexported one: each end's rows in config order, row count and cells as the records say."""
+    units = (UNITS["kWh"], UNITS["us_gallons"])  # two meters a site: KW and GPM columns
+    channels = [ExportChannel(f"c{k}", f"SITE{k // 2}", units[k % 2]) for k in range(8)]
+    start = parse_instant("2026-01-01T00:00:00Z")
+    records: list[IntervalRecord] = []
+    expected3, expected1 = [], []
+    for step in range(300):
+        end = start + (step + 1) * QUARTER
+        present = [k for k in range(8) if (step >> k) & 1]  # 256 distinct sets, then again
+        names = [f"c{k}" for k in present] + ["other"]
+        names.sort(key=lambda name: hash((name, step)))  # any order within one end
+        for name in names:
+            records.append(
+                IntervalRecord(name, end, end - QUARTER, 1, 0.5, step + 0.25, False, 0, 0.0)
+            )
+        stamp = f"{datetime(2026, 1, 1) + timedelta(minutes=15 * (step + 1)):%m/%d/%Y %H:%M}"
+        expected3 += [f"{stamp},SITE{k // 2},{('KW', 'GPM')[k % 2]},{step + 0.25}" for k in present]
+        for site in sorted({k // 2 for k in present}):
+            cells = [str(step + 0.25) if k in present else "" for k in (2 * site, 2 * site + 1)]
+            expected1.append(f"SITE{site},{stamp},{','.join(cells)}")
+    for fmt, expected in (("energycap3", expected3), ("energycap1", expected1)):
+        out = io.StringIO()
+        rows = write_export(records, channels, out, format=fmt, value="demand", zone=None)
+        assert out.getvalue().splitlines()[1:] == expected
+        assert rows == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "row"),
+    [
+        ("energycap1", "{0}x}}{,07/05/2026 05:15,2"),
+        ("energycap3", "07/05/2026 05:15,{0}x}}{,CFM,2"),
+        ("energycap4", "{0}x}}{ 07/05/2026 515 CFM 2 A"),
+    ],
+)
+def test_import_ids_with_braces_are_written_as_they_are(fmt: str, row: str) -> None:
+    """An ImportID may hold { and }: written literally, never read as a placeholder."""
+    channels = [ExportChannel("gas", "{0}x}}{", UNITS["cubic_feet"])]
+    out = io.StringIO()
+    write_export([RECORDS[3]], channels, out, format=fmt, value="demand", zone=None)
+    assert out.getvalue().splitlines()[1:] == [row]
+
+
 # -- daylight saving ------------------------------------------------------------------------
 
 
