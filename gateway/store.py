@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Literal, Self
 
@@ -519,22 +520,53 @@ class Store:
         self, since: Instant, until: Instant, channels: Sequence[str] | None = None
     ) -> Iterator[IntervalRecord]:
         """Records with since < end <= until, by end then channel id, read as a stream."""
-        query = (
-            "SELECT channel, end_us, start_us, pulses, consumption, average_demand, estimated,"
-            " pulses_total, consumption_total FROM intervals WHERE end_us > ? AND end_us <= ?"
+        rows = self._interval_rows(
+            "channel, end_us, start_us, pulses, consumption, average_demand, estimated,"
+            " pulses_total, consumption_total",
+            since,
+            until,
+            channels,
         )
+        make = IntervalRecord._make  # a tuple built in C
+        for row in rows:
+            yield make((*row[:6], row[6] == 1, row[7], row[8]))
+
+    def interval_values(
+        self,
+        since: Instant,
+        until: Instant,
+        column: Literal["consumption", "average_demand"],
+        channels: Sequence[str] | None = None,
+    ) -> Iterator[tuple[str, Instant, float, int]]:
+        """``(channel, end, column, estimated)`` of the records ``intervals`` reads, a stream.
+
+        ``column`` is ``consumption`` or ``average_demand``; ``estimated`` is 0 or 1. The export's
+        reader: a year of 100 channels is 3.5 M records, and four columns straight from SQLite
+        cost half of what nine columns made into an ``IntervalRecord`` each do.
+        """
+        if column not in ("consumption", "average_demand"):
+            raise ValueError(f"interval_values reads consumption or average_demand: {column!r}")
+        return self._interval_rows(f"channel, end_us, {column}, estimated", since, until, channels)
+
+    def _interval_rows(
+        self, columns: str, since: Instant, until: Instant, channels: Sequence[str] | None
+    ) -> Iterator[tuple]:
+        """The ``columns`` of the records with since < end <= until, by end then channel id."""
+        query = f"SELECT {columns} FROM intervals WHERE end_us > ? AND end_us <= ?"
         args: list[object] = [since, until]
         if channels is not None:
             # "+channel": filter, but walk the primary key (end_us, channel), already in the
             # order asked for; the per-channel index would make SQLite sort the whole range
             query += f" AND +channel IN ({', '.join('?' for _ in channels)})"
             args += list(channels)
-        cursor = self._connection().execute(query + " ORDER BY end_us, channel", args)
+        # chain: rows are handed on in C, no Python frame per row; the query runs on first read
+        return chain.from_iterable(self._batches(query + " ORDER BY end_us, channel", args))
+
+    def _batches(self, query: str, args: Sequence[object]) -> Iterator[list[tuple]]:
+        cursor = self._connection().execute(query, args)
         try:
-            make = IntervalRecord._make  # a tuple built in C: exports stream millions
             while rows := cursor.fetchmany(1000):
-                for row in rows:
-                    yield make((*row[:6], row[6] == 1, row[7], row[8]))
+                yield rows
         finally:
             cursor.close()
 

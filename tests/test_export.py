@@ -31,6 +31,7 @@ from gateway.config import parse_config
 from gateway.core import UNITS, parse_instant
 from gateway.export import (
     UNIT_CODES,
+    VALUE_FIELDS,
     ExportChannel,
     IntervalRecord,
     day_span,
@@ -40,7 +41,9 @@ from gateway.export import (
     local_to_instant,
     parse_picture,
     write_export,
+    write_values,
 )
+from gateway.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden_export"
@@ -793,6 +796,44 @@ def test_a_killed_drop_leaves_no_partial_csv(tmp_path: Path, mode: str) -> None:
         assert left == []  # the unnamed file vanished with the process
     else:
         assert all(name.startswith(".gss_20040406.") and name.endswith(".tmp") for name in left)
+
+
+# -- from the store -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Iterator[Store]:
+    """A store holding RECORDS (and a record of a channel no longer configured)."""
+    stray = record("removed", "2026-07-05T05:30:00Z", 1, 9.0, 9.0, False)
+    with Store.open(tmp_path) as store:
+        store.checkpoint({}, parse_instant("2026-07-05T06:00:00Z"), intervals=[*RECORDS, stray])
+        yield store
+
+
+@pytest.mark.parametrize("value", ["demand", "consumption"])
+@pytest.mark.parametrize("fmt", ["energycap1", "energycap3", "energycap4"])
+def test_values_read_from_the_store_export_like_the_records(
+    saved: Store, fmt: str, value: str
+) -> None:
+    """write_values of Store.interval_values writes what write_export of the records does."""
+    expected, _ = export(RECORDS, format=fmt, value=value, zone=NEW_YORK)
+    for channels in ([c.id for c in CHANNELS], None):
+        values = saved.interval_values(0, 2**62, VALUE_FIELDS[value], channels)
+        out = io.StringIO()
+        rows = write_values(values, CHANNELS, out, format=fmt, value=value, zone=NEW_YORK)
+        assert (out.getvalue(), rows) == (expected, expected.count("\n") - 1)
+
+
+def test_store_values_are_the_records_fields(saved: Store) -> None:
+    """(channel, end, the column, estimated as 0/1), in the order and range of intervals()."""
+    since, until = RECORDS[0].end, RECORDS[-1].end
+    records = list(saved.intervals(since, until, ["water", "gas"]))
+    assert list(saved.interval_values(since, until, "average_demand", ["water", "gas"])) == [
+        (r.channel, r.end, r.average_demand, int(r.estimated)) for r in records
+    ]
+    assert len(records) == 6
+    with pytest.raises(ValueError, match="consumption or average_demand"):
+        saved.interval_values(since, until, "pulses")  # type: ignore[arg-type]
 
 
 EDGES = Path(__file__).parent / "golden" / "shared-replay-edges"

@@ -11,13 +11,16 @@ from gateway.export.energycap import (
     DEFAULT_TIME_FORMAT,
     FORMATS,
     UNIT_CODES,
+    VALUE_FIELDS,
     VALUES,
     ExportChannel,
     ExportWarning,
     IntervalRecord,
+    IntervalValue,
     format_number,
     unit_code,
     write_export,
+    write_values,
 )
 from gateway.export.localtime import day_span, local_time, local_to_instant
 from gateway.export.pictures import parse_picture
@@ -27,9 +30,11 @@ __all__ = [
     "FORMATS",
     "UNIT_CODES",
     "VALUES",
+    "VALUE_FIELDS",
     "ExportChannel",
     "ExportWarning",
     "IntervalRecord",
+    "IntervalValue",
     "day_span",
     "drop_file",
     "format_number",
@@ -38,4 +43,5 @@ __all__ = [
     "parse_picture",
     "unit_code",
     "write_export",
+    "write_values",
 ]
