@@ -836,6 +836,25 @@ def test_store_values_are_the_records_fields(saved: Store) -> None:
         saved.interval_values(since, until, "pulses")  # type: ignore[arg-type]
 
 
+def test_store_readers_return_the_channels_asked_for_exactly(saved: Store) -> None:
+    """Another channel's records are left out whether or not it has some in the range (the
+    store skips its SQL filter when none has), and all come with no channels given."""
+    ids = [c.id for c in CHANNELS]
+    stray = parse_instant("2026-07-05T05:30:00Z")  # the end of the "removed" channel's record
+    by_end = sorted(RECORDS, key=lambda r: (r.end, r.channel))
+    assert list(saved.intervals(0, 2**62, ids)) == by_end
+    assert list(saved.intervals(stray, 2**62, ids)) == [r for r in by_end if r.end > stray]
+    assert list(saved.interval_values(stray - 1, stray, "consumption", ["gas"])) == [
+        ("gas", stray, 0.0, 1)
+    ]
+    assert list(saved.interval_values(0, 2**62, "consumption", [])) == []
+    assert [r.channel for r in saved.intervals(stray - 1, stray)] == [
+        "gas",
+        "main_electric",
+        "removed",
+    ]
+
+
 EDGES = Path(__file__).parent / "golden" / "shared-replay-edges"
 
 
