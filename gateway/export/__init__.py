@@ -1,6 +1,7 @@
 """Interval data out of the gateway: EnergyCAP import files and the daily drop (PRODUCT.md §7).
 
-``write_export`` formats interval records (``energycap.py``), ``parse_picture`` reads EnergyCAP
+``write_export`` formats interval records (``energycap.py``; ``write_values`` the plain tuples
+``Store.interval_values`` reads, for a faster export), ``parse_picture`` reads EnergyCAP
 timestamp pictures (``pictures.py``), ``localtime.py`` holds the daylight-saving rule and
 ``drop_file`` writes the dated drop files atomically (``drop.py``). Nothing here reads the
 store, a clock or the config file: callers hand records and settings in.

@@ -207,7 +207,7 @@ type IntervalValue = tuple[str, int, float, int]
 type _Row = Sequence[Any]  # an IntervalValue or an IntervalRecord: channel at 0, end at 1
 _CHANNEL = itemgetter(0)
 _END = itemgetter(1)
-_PLANS = 64  # distinct channel sequences remembered per export (bounded: memory stays flat)
+_PLANS = 16  # distinct channel sequences remembered per export (bounded: memory stays flat)
 
 
 class _Numbers(dict[float, str]):
@@ -246,9 +246,11 @@ def _braces(text: str) -> str:
 
 
 def _picker(positions: list[int]) -> Callable[[Sequence[_Row]], Sequence[_Row]]:
+    """A function taking the items at ``positions`` of a sequence, as a tuple."""
     if len(positions) > 1:
         return itemgetter(*positions)
-    return lambda group: tuple(group[position] for position in positions)  # 0 or 1: no tuple
+    # itemgetter of one position returns the item itself, of none it is an error
+    return lambda group: tuple(group[position] for position in positions)
 
 
 class _Layout(ABC):
@@ -296,7 +298,7 @@ class _Layout(ABC):
             chosen = [
                 (self.specs[channel], position)
                 for position, channel in enumerate(channels)
-                if channel in self.specs  # not an exported channel: callers filter by passing fewer
+                if channel in self.specs  # others are skipped: callers filter by passing fewer
             ]
             chosen.sort(key=lambda pair: pair[0].index)
             for (spec, _), (after, _) in pairwise(chosen):
