@@ -24,11 +24,12 @@ from gateway.core import Instant, IntervalRecord, TimeSyntaxError, parse_instant
 from gateway.export import (
     DEFAULT_TIME_FORMAT,
     FORMATS,
+    VALUE_FIELDS,
     VALUES,
     ExportChannel,
     day_span,
     local_to_instant,
-    write_export,
+    write_values,
 )
 from gateway.notify import Notifier
 from gateway.points import points_csv
@@ -241,7 +242,9 @@ def _export(args: argparse.Namespace) -> int:
         until = _export_time(args.until, zone, args.dst, end_of_day=True)
         if until <= since:
             raise ExportError("--to is not after --from: nothing to export")
-        records = store.intervals(since, until, [c.id for c in channels])
+        values = store.interval_values(
+            since, until, VALUE_FIELDS[args.value], [c.id for c in channels]
+        )
         options = {
             "format": args.format,
             "value": args.value,
@@ -252,10 +255,10 @@ def _export(args: argparse.Namespace) -> int:
         }
         try:
             if args.out is None:
-                write_export(records, channels, sys.stdout, **options)
+                write_values(values, channels, sys.stdout, **options)
             else:
                 _write_atomically(
-                    Path(args.out), lambda out: write_export(records, channels, out, **options)
+                    Path(args.out), lambda out: write_values(values, channels, out, **options)
                 )
         except ValueError as exc:
             raise ExportError(str(exc)) from None

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Literal, Self
 
@@ -615,22 +616,52 @@ class Store:
         self, since: Instant, until: Instant, channels: Sequence[str] | None = None
     ) -> Iterator[IntervalRecord]:
         """Records with since < end <= until, by end then channel id, read as a stream."""
-        query = (
-            "SELECT channel, end_us, start_us, pulses, consumption, average_demand, estimated,"
-            " pulses_total, consumption_total FROM intervals WHERE end_us > ? AND end_us <= ?"
+        rows = self._interval_rows(
+            "channel, end_us, start_us, pulses, consumption, average_demand, estimated,"
+            " pulses_total, consumption_total",
+            since,
+            until,
+            channels,
         )
-        args: list[object] = [since, until]
+        make = IntervalRecord._make  # a tuple built in C
+        for row in rows:
+            yield make((*row[:6], row[6] == 1, row[7], row[8]))
+
+    def interval_values(
+        self,
+        since: Instant,
+        until: Instant,
+        column: Literal["consumption", "average_demand"],
+        channels: Sequence[str] | None = None,
+    ) -> Iterator[tuple[str, Instant, float, int]]:
+        """``(channel, end, column, estimated)`` of the records ``intervals`` reads, a stream.
+
+        ``column`` is ``consumption`` or ``average_demand``; ``estimated`` is 0 or 1. The export's
+        reader: a year of 100 channels is 3.5 M records, and four columns straight from SQLite
+        cost half of what nine columns made into an ``IntervalRecord`` each do.
+        """
+        if column not in ("consumption", "average_demand"):
+            raise ValueError(f"interval_values reads consumption or average_demand: {column!r}")
+        return self._interval_rows(f"channel, end_us, {column}, estimated", since, until, channels)
+
+    def _interval_rows(
+        self, columns: str, since: Instant, until: Instant, channels: Sequence[str] | None
+    ) -> Iterator[tuple]:
+        """The ``columns`` of the records with since < end <= until, by end then channel id."""
+        query = f"SELECT {columns} FROM intervals WHERE end_us > :since AND end_us <= :until"
+        args: dict[str, object] = {"since": since, "until": until}
         if channels is not None:
-            # "+channel": filter, but walk the primary key (end_us, channel), already in the
-            # order asked for; the per-channel index would make SQLite sort the whole range
-            query += f" AND +channel IN ({', '.join('?' for _ in channels)})"
-            args += list(channels)
-        cursor = self._connection().execute(query + " ORDER BY end_us, channel", args)
+            names = [f":c{k}" for k in range(len(channels))]
+            args |= zip((name[1:] for name in names), channels, strict=True)
+            query += _CHANNEL_FILTER.format(channels=", ".join(names))
+        # chain: rows are handed on in C, no Python frame per row; the query runs on first read
+        return chain.from_iterable(self._batches(query + " ORDER BY end_us, channel", args))
+
+    def _batches(self, query: str, args: Mapping[str, object]) -> Iterator[list[tuple]]:
+        cursor = self._connection().execute(query, args)
         try:
-            make = IntervalRecord._make  # a tuple built in C: exports stream millions
             while rows := cursor.fetchmany(1000):
-                for row in rows:
-                    yield make((*row[:6], row[6] == 1, row[7], row[8]))
+                yield rows
         finally:
             cursor.close()
 
@@ -813,6 +844,24 @@ def _prepare(conn: sqlite3.Connection, path: Path, version: int) -> None:
             "check that the file and its directory are writable by this user"
         ) from None
 
+
+# The channel filter of the interval readers. "+channel": filter, but walk the primary key
+# (end_us, channel), already in the order asked for; the per-channel index would make SQLite sort
+# the whole range. The filter costs a lookup per row (0.4 s of a year x 100 channels), so it is
+# skipped when no other channel has records in the range, which is the usual export of every
+# channel: the NOT EXISTS is computed once per query, by walking the channels of
+# intervals_by_channel (a min() seek per channel) and seeking each unwanted one's range; being
+# in the same statement, it sees the same snapshot as the rows.
+_CHANNEL_FILTER = """ AND (NOT EXISTS (
+    WITH RECURSIVE recorded (channel) AS (
+        SELECT min(channel) FROM intervals
+        UNION ALL
+        SELECT (SELECT min(channel) FROM intervals WHERE channel > recorded.channel)
+        FROM recorded WHERE recorded.channel IS NOT NULL)
+    SELECT 1 FROM recorded WHERE recorded.channel NOT IN ({channels}) AND EXISTS (
+        SELECT 1 FROM intervals AS other WHERE other.channel = recorded.channel
+        AND other.end_us > :since AND other.end_us <= :until))
+    OR +channel IN ({channels}))"""
 
 _CHANNEL_UPSERT = (
     f"INSERT INTO channels (id, {_RULES_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?,"

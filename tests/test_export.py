@@ -31,6 +31,7 @@ from gateway.config import parse_config
 from gateway.core import UNITS, parse_instant
 from gateway.export import (
     UNIT_CODES,
+    VALUE_FIELDS,
     ExportChannel,
     IntervalRecord,
     day_span,
@@ -40,7 +41,9 @@ from gateway.export import (
     local_to_instant,
     parse_picture,
     write_export,
+    write_values,
 )
+from gateway.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden_export"
@@ -489,6 +492,51 @@ def test_export_streams_rows_before_reading_all_records() -> None:
     assert seen[3].count("\n") == 3  # header and the rows of the first two ends
 
 
+def test_rows_follow_config_order_whatever_channels_each_end_has() -> None:
+    """Ends with changing sets and orders of channels (more than the writer remembers) and an
+    unexported one: each end's rows in config order, row count and cells as the records say."""
+    units = (UNITS["kWh"], UNITS["us_gallons"])  # two meters a site: KW and GPM columns
+    channels = [ExportChannel(f"c{k}", f"SITE{k // 2}", units[k % 2]) for k in range(8)]
+    start = parse_instant("2026-01-01T00:00:00Z")
+    records: list[IntervalRecord] = []
+    expected3, expected1 = [], []
+    for step in range(300):
+        end = start + (step + 1) * QUARTER
+        present = [k for k in range(8) if (step >> k) & 1]  # 256 distinct sets, then again
+        names = [f"c{k}" for k in present] + ["other"]
+        names.sort(key=lambda name: hash((name, step)))  # any order within one end
+        for name in names:
+            records.append(
+                IntervalRecord(name, end, end - QUARTER, 1, 0.5, step + 0.25, False, 0, 0.0)
+            )
+        stamp = f"{datetime(2026, 1, 1) + timedelta(minutes=15 * (step + 1)):%m/%d/%Y %H:%M}"
+        expected3 += [f"{stamp},SITE{k // 2},{('KW', 'GPM')[k % 2]},{step + 0.25}" for k in present]
+        for site in sorted({k // 2 for k in present}):
+            cells = [str(step + 0.25) if k in present else "" for k in (2 * site, 2 * site + 1)]
+            expected1.append(f"SITE{site},{stamp},{','.join(cells)}")
+    for fmt, expected in (("energycap3", expected3), ("energycap1", expected1)):
+        out = io.StringIO()
+        rows = write_export(records, channels, out, format=fmt, value="demand", zone=None)
+        assert out.getvalue().splitlines()[1:] == expected
+        assert rows == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "row"),
+    [
+        ("energycap1", "{0}x}}{,07/05/2026 05:15,2"),
+        ("energycap3", "07/05/2026 05:15,{0}x}}{,CFM,2"),
+        ("energycap4", "{0}x}}{ 07/05/2026 515 CFM 2 A"),
+    ],
+)
+def test_import_ids_with_braces_are_written_as_they_are(fmt: str, row: str) -> None:
+    """An ImportID may hold { and }: written literally, never read as a placeholder."""
+    channels = [ExportChannel("gas", "{0}x}}{", UNITS["cubic_feet"])]
+    out = io.StringIO()
+    write_export([RECORDS[3]], channels, out, format=fmt, value="demand", zone=None)
+    assert out.getvalue().splitlines()[1:] == [row]
+
+
 # -- daylight saving ------------------------------------------------------------------------
 
 
@@ -748,6 +796,63 @@ def test_a_killed_drop_leaves_no_partial_csv(tmp_path: Path, mode: str) -> None:
         assert left == []  # the unnamed file vanished with the process
     else:
         assert all(name.startswith(".gss_20040406.") and name.endswith(".tmp") for name in left)
+
+
+# -- from the store -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Iterator[Store]:
+    """A store holding RECORDS (and a record of a channel no longer configured)."""
+    stray = record("removed", "2026-07-05T05:30:00Z", 1, 9.0, 9.0, False)
+    with Store.open(tmp_path) as store:
+        store.checkpoint({}, parse_instant("2026-07-05T06:00:00Z"), intervals=[*RECORDS, stray])
+        yield store
+
+
+@pytest.mark.parametrize("value", ["demand", "consumption"])
+@pytest.mark.parametrize("fmt", ["energycap1", "energycap3", "energycap4"])
+def test_values_read_from_the_store_export_like_the_records(
+    saved: Store, fmt: str, value: str
+) -> None:
+    """write_values of Store.interval_values writes what write_export of the records does."""
+    expected, _ = export(RECORDS, format=fmt, value=value, zone=NEW_YORK)
+    for channels in ([c.id for c in CHANNELS], None):
+        values = saved.interval_values(0, 2**62, VALUE_FIELDS[value], channels)
+        out = io.StringIO()
+        rows = write_values(values, CHANNELS, out, format=fmt, value=value, zone=NEW_YORK)
+        assert (out.getvalue(), rows) == (expected, expected.count("\n") - 1)
+
+
+def test_store_values_are_the_records_fields(saved: Store) -> None:
+    """(channel, end, the column, estimated as 0/1), in the order and range of intervals()."""
+    since, until = RECORDS[0].end, RECORDS[-1].end
+    records = list(saved.intervals(since, until, ["water", "gas"]))
+    assert list(saved.interval_values(since, until, "average_demand", ["water", "gas"])) == [
+        (r.channel, r.end, r.average_demand, int(r.estimated)) for r in records
+    ]
+    assert len(records) == 6
+    with pytest.raises(ValueError, match="consumption or average_demand"):
+        saved.interval_values(since, until, "pulses")  # type: ignore[arg-type]
+
+
+def test_store_readers_return_the_channels_asked_for_exactly(saved: Store) -> None:
+    """Another channel's records are left out whether or not it has some in the range (the
+    store skips its SQL filter when none has), and all come with no channels given."""
+    ids = [c.id for c in CHANNELS]
+    stray = parse_instant("2026-07-05T05:30:00Z")  # the end of the "removed" channel's record
+    by_end = sorted(RECORDS, key=lambda r: (r.end, r.channel))
+    assert list(saved.intervals(0, 2**62, ids)) == by_end
+    assert list(saved.intervals(stray, 2**62, ids)) == [r for r in by_end if r.end > stray]
+    assert list(saved.interval_values(stray - 1, stray, "consumption", ["gas"])) == [
+        ("gas", stray, 0.0, 1)
+    ]
+    assert list(saved.interval_values(0, 2**62, "consumption", [])) == []
+    assert [r.channel for r in saved.intervals(stray - 1, stray)] == [
+        "gas",
+        "main_electric",
+        "removed",
+    ]
 
 
 EDGES = Path(__file__).parent / "golden" / "shared-replay-edges"

@@ -51,13 +51,13 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from itertools import groupby, pairwise
-from operator import attrgetter
-from typing import TYPE_CHECKING, TextIO
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 from zoneinfo import ZoneInfo
 
 from gateway.core import IntervalRecord, Unit, format_instant
@@ -73,9 +73,11 @@ __all__ = [
     "FORMATS",
     "UNIT_CODES",
     "VALUES",
+    "VALUE_FIELDS",
     "ExportChannel",
     "ExportWarning",
     "IntervalRecord",
+    "IntervalValue",
     "day_span",
     "drop_file",
     "format_number",
@@ -83,10 +85,16 @@ __all__ = [
     "parse_picture",
     "unit_code",
     "write_export",
+    "write_values",
 ]
 
 FORMATS = ("energycap1", "energycap3", "energycap4")
 VALUES = ("demand", "consumption")
+# the IntervalRecord field each value exports
+VALUE_FIELDS: dict[str, Literal["average_demand", "consumption"]] = {
+    "demand": "average_demand",
+    "consumption": "consumption",
+}
 DEFAULT_TIME_FORMAT = "MM/dd/yyyy HH:mm"  # PRODUCT.md §7; the seed's format #1 and #3 samples
 
 # unit name (gateway.core.UNITS) -> (consumption code, demand code); see the module docstring.
@@ -194,53 +202,76 @@ def _specs(
     return specs, codes, import_ids
 
 
-type _Group = list[tuple[_Spec, IntervalRecord]]
-_END = attrgetter("end")
+# (channel, end, value, estimated): what one export reads of a record (Store.interval_values)
+type IntervalValue = tuple[str, int, float, int]
+type _Row = Sequence[Any]  # an IntervalValue or an IntervalRecord: channel at 0, end at 1
+_CHANNEL = itemgetter(0)
+_END = itemgetter(1)
+_PLANS = 16  # distinct channel sequences remembered per export (bounded: memory stays flat)
 
 
-def _groups(records: Iterable[IntervalRecord], specs: dict[str, _Spec]) -> Iterator[_Group]:
-    """The records of each interval end, of the exported channels, in config order."""
-    last: int | None = None
-    for end, group in groupby(records, _END):
-        if last is not None and end <= last:
-            raise ValueError(
-                f"interval records out of order: {format_instant(end)} after "
-                f"{format_instant(last)} (they must be ordered by end)"
-            )
-        last = end
-        pairs: _Group = []
-        previous, ordered = -1, True
-        for record in group:
-            spec = specs.get(record.channel)
-            if spec is None:  # not an exported channel: callers filter by passing fewer
-                continue
-            ordered = ordered and spec.index > previous
-            previous = spec.index
-            pairs.append((spec, record))
-        if not ordered:
-            pairs.sort(key=lambda pair: pair[0].index)
-            for (spec, _), (after, _) in pairwise(pairs):
-                if spec.index == after.index:
-                    raise ValueError(
-                        f"two interval records for channel {spec.channel!r} "
-                        f"ending {format_instant(end)}"
-                    )
-        if pairs:
-            yield pairs
+class _Numbers(dict[float, str]):
+    """``format_number`` with a memory, read in C by ``map(numbers.__getitem__, ...)``.
+
+    Meter values are pulses times a scale factor, so few distinct numbers recur all year:
+    remembering their text saves most of the float-to-text work (bench/export.py).
+    """
+
+    def __missing__(self, amount: float) -> str:
+        text = format_number(amount)
+        if len(self) < _NUMBER_CACHE:
+            self[amount] = text
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to write an interval end whose records name ``channels``, in that order.
+
+    The records of consecutive ends nearly always name the same channels in the same order
+    (the store reads them by channel id), so the work per record - find its channel, restore
+    config order, check for duplicates, lay out its line - is done once per distinct sequence
+    and each end then costs a few calls into C instead of Python code per record.
+    """
+
+    channels: tuple[str, ...]  # the records' channels as read
+    pick: Callable[[Sequence[_Row]], Sequence[_Row]]  # the exported records, in config order
+    template: str  # str.format: {0} the timestamp, {1}.. the values (then format 4's flags)
+    lines: int  # rows it writes (0: no exported channel, nothing to write)
+
+
+def _braces(text: str) -> str:
+    """``text`` as a literal part of a str.format template."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _picker(positions: list[int]) -> Callable[[Sequence[_Row]], Sequence[_Row]]:
+    """A function taking the items at ``positions`` of a sequence, as a tuple."""
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    # itemgetter of one position returns the item itself, of none it is an error
+    return lambda group: tuple(group[position] for position in positions)
 
 
 class _Layout(ABC):
     """One file format: its header, its timestamp text and its rows for one interval end."""
 
     def __init__(
-        self, time_format: str, codes: list[str], import_ids: list[str], value: str
+        self,
+        time_format: str,
+        specs: dict[str, _Spec],
+        codes: list[str],
+        import_ids: list[str],
+        value_at: int,
+        flag_at: int,
     ) -> None:
+        self.specs = specs
         self.codes = codes  # the unit codes, one per value column (format 1)
         self.import_ids = import_ids  # in order of first appearance (format 1 rows)
-        self.read = attrgetter("average_demand" if value == "demand" else "consumption")
-        # Meter values are pulses times a scale factor, so few distinct numbers recur all
-        # year: remembering their text saves most of the float-to-text work (bench/export.py).
-        self.numbers: dict[float, str] = {}
+        self.value = itemgetter(value_at)  # where a row holds the exported value
+        self.flag = itemgetter(flag_at)  # and its estimated flag
+        self.numbers = _Numbers()
+        self.plans: dict[tuple[str, ...], _Plan] = {}
         self.picture = self._picture(time_format)
         self.seconds = "second" in self.picture.fields
 
@@ -260,57 +291,68 @@ class _Layout(ABC):
         """A local date-time as the file writes it."""
         return self.picture.format(moment)
 
-    def number(self, amount: float) -> str:
-        """``format_number`` through the cache (the layouts inline the cache hit)."""
-        text = self.numbers.get(amount)
-        if text is None:
-            text = format_number(amount)
-            if len(self.numbers) < _NUMBER_CACHE:
-                self.numbers[amount] = text
-        return text
+    def plan(self, channels: tuple[str, ...], end: int) -> _Plan:
+        """The plan for records naming ``channels`` (ending ``end``, for the error message)."""
+        plan = self.plans.get(channels)
+        if plan is None:
+            chosen = [
+                (self.specs[channel], position)
+                for position, channel in enumerate(channels)
+                if channel in self.specs  # others are skipped: callers filter by passing fewer
+            ]
+            chosen.sort(key=lambda pair: pair[0].index)
+            for (spec, _), (after, _) in pairwise(chosen):
+                if spec.index == after.index:
+                    raise ValueError(
+                        f"two interval records for channel {spec.channel!r} "
+                        f"ending {format_instant(end)}"
+                    )
+            template, lines = self.template([spec for spec, _ in chosen])
+            plan = _Plan(channels, _picker([position for _, position in chosen]), template, lines)
+            if len(self.plans) >= _PLANS:
+                self.plans.clear()
+            self.plans[channels] = plan
+        return plan
+
+    def rows(self, plan: _Plan, stamp: str, group: Sequence[_Row]) -> str:
+        """The rows of one timestamp's records."""
+        texts = map(self.numbers.__getitem__, map(self.value, plan.pick(group)))
+        return plan.template.format(stamp, *texts)
 
     @abstractmethod
     def header(self) -> str:
         """The header line(s) of this format."""
 
     @abstractmethod
-    def rows(self, stamp: str, group: _Group) -> str:
-        """The rows of one timestamp's records."""
+    def template(self, specs: list[_Spec]) -> tuple[str, int]:
+        """The rows of these channels' records (in config order) as a template; how many."""
 
 
 class _Format1(_Layout):
     def header(self) -> str:
         return ",".join(["ImportID", "Timestamp", *(f"{code}Value" for code in self.codes)]) + "\n"
 
-    def rows(self, stamp: str, group: _Group) -> str:
-        read, numbers, width = self.read, self.numbers, len(self.codes)
-        table: list[list[str] | None] = [None] * len(self.import_ids)
-        for spec, record in group:
-            row = table[spec.row]
-            if row is None:
-                row = table[spec.row] = [""] * width
-            amount = read(record)
-            row[spec.column] = numbers.get(amount) or self.number(amount)
-        return "".join(
-            [
-                f"{import_id},{stamp},{','.join(row)}\n"
-                for import_id, row in zip(self.import_ids, table, strict=True)
-                if row is not None
-            ]
-        )
+    def template(self, specs: list[_Spec]) -> tuple[str, int]:
+        table: dict[int, list[str]] = {}
+        for field, spec in enumerate(specs, 1):
+            table.setdefault(spec.row, [""] * len(self.codes))[spec.column] = f"{{{field}}}"
+        lines = [
+            f"{_braces(self.import_ids[row])},{{0}},{','.join(table[row])}\n"
+            for row in sorted(table)
+        ]
+        return "".join(lines), len(lines)
 
 
 class _Format3(_Layout):
     def header(self) -> str:
         return "TIMESTAMP,IMPORTID,UNIT,VALUE\n"
 
-    def rows(self, stamp: str, group: _Group) -> str:
-        read, numbers, lines = self.read, self.numbers, []
-        for spec, record in group:
-            amount = read(record)
-            text = numbers.get(amount) or self.number(amount)
-            lines.append(f"{stamp},{spec.import_id},{spec.code},{text}\n")
-        return "".join(lines)
+    def template(self, specs: list[_Spec]) -> tuple[str, int]:
+        lines = [
+            f"{{0}},{_braces(spec.import_id)},{spec.code},{{{field}}}\n"
+            for field, spec in enumerate(specs, 1)
+        ]
+        return "".join(lines), len(lines)
 
 
 class _Format4(_Layout):
@@ -332,16 +374,22 @@ class _Format4(_Layout):
     def header(self) -> str:
         return "ESI_ID INTV_REC_DT INTV_END_TM UNIT VALUE Estimated\n"
 
-    def rows(self, stamp: str, group: _Group) -> str:
-        read, numbers, lines = self.read, self.numbers, []
-        for spec, record in group:
-            amount = read(record)
-            text = numbers.get(amount) or self.number(amount)
-            flag = "E" if record.estimated else "A"
-            lines.append(f"{spec.import_id} {stamp} {spec.code} {text} {flag}\n")
-        return "".join(lines)
+    def template(self, specs: list[_Spec]) -> tuple[str, int]:
+        count = len(specs)
+        lines = [
+            f"{_braces(spec.import_id)} {{0}} {spec.code} {{{field}}} {{{field + count}}}\n"
+            for field, spec in enumerate(specs, 1)
+        ]
+        return "".join(lines), len(lines)
+
+    def rows(self, plan: _Plan, stamp: str, group: Sequence[_Row]) -> str:
+        records = plan.pick(group)
+        texts = map(self.numbers.__getitem__, map(self.value, records))
+        flags = map(_FLAGS.__getitem__, map(bool, map(self.flag, records)))
+        return plan.template.format(stamp, *texts, *flags)
 
 
+_FLAGS = ("A", "E")  # by ``estimated``: actual or estimated
 _LAYOUTS: dict[str, type[_Layout]] = {
     "energycap1": _Format1,
     "energycap3": _Format3,
@@ -372,23 +420,87 @@ def write_export(
     written; bad data (records out of order, a duplicate, a non-finite value) raises ValueError
     when it is reached, after the rows before it (``drop_file`` then keeps no file).
     """
+    _check(format, value)
+    fields = IntervalRecord._fields
+    value_at, flag_at = fields.index(VALUE_FIELDS[value]), fields.index("estimated")
+    layout = _layout(format, value, time_format, channels, value_at, flag_at)
+    return _write(records, layout, out, zone, dst, warn)
+
+
+def write_values(
+    values: Iterable[IntervalValue],
+    channels: Sequence[ExportChannel],
+    out: TextIO,
+    *,
+    format: str,
+    value: str,
+    time_format: str = DEFAULT_TIME_FORMAT,
+    zone: ZoneInfo | None,
+    dst: bool = False,
+    warn: Callable[[str], None] = _warn,
+) -> int:
+    """``write_export`` of ``(channel, end, value, estimated)`` tuples instead of records.
+
+    Each tuple holds the field of a record that ``value`` exports (``VALUE_FIELDS``), as
+    ``Store.interval_values`` reads them: a year of 100 channels is 3.5 M records, and plain
+    tuples from SQLite save building a record for each.
+    """
+    _check(format, value)
+    return _write(values, _layout(format, value, time_format, channels, 2, 3), out, zone, dst, warn)
+
+
+def _check(format: str, value: str) -> None:
     if format not in _LAYOUTS:
         raise ValueError(f"unknown export format {format!r}: use one of {', '.join(FORMATS)}")
     if value not in VALUES:
         raise ValueError(f"unknown value {value!r}: use one of {', '.join(VALUES)}")
+
+
+def _layout(
+    format: str,
+    value: str,
+    time_format: str,
+    channels: Sequence[ExportChannel],
+    value_at: int,
+    flag_at: int,
+) -> _Layout:
     specs, codes, import_ids = _specs(channels, value)
-    layout = _LAYOUTS[format](time_format, codes, import_ids, value)
+    return _LAYOUTS[format](time_format, specs, codes, import_ids, value_at, flag_at)
+
+
+def _write(
+    rows: Iterable[_Row],
+    layout: _Layout,
+    out: TextIO,
+    zone: ZoneInfo | None,
+    dst: bool,
+    warn: Callable[[str], None],
+) -> int:
+    """Write the header, then the rows of each interval end; the number of data rows."""
     clock = LocalClock(zone, dst, layout.describe, warn)
     out.write(layout.header())
-    rows = 0
-    for group in _groups(records, specs):
-        moment = clock(group[0][1].end)
+    written = 0
+    last: int | None = None
+    plan: _Plan | None = None
+    for end, records in groupby(rows, _END):
+        if last is not None and end <= last:
+            raise ValueError(
+                f"interval records out of order: {format_instant(end)} after "
+                f"{format_instant(last)} (they must be ordered by end)"
+            )
+        last = end
+        group = list(records)
+        channels = tuple(map(_CHANNEL, group))
+        if plan is None or plan.channels != channels:
+            plan = layout.plan(channels, end)
+        if not plan.lines:
+            continue
+        moment = clock(end)
         if moment.microsecond or (moment.second and not layout.seconds):
             raise ValueError(
                 f"interval end {moment:%Y-%m-%d %H:%M:%S.%f} (local) does not fit the picture: "
                 "intervals must end on whole minutes (or add ss to the picture)"
             )
-        text = layout.rows(layout.describe(moment), group)
-        out.write(text)
-        rows += text.count("\n")
-    return rows
+        out.write(layout.rows(plan, layout.describe(moment), group))
+        written += plan.lines
+    return written
