@@ -50,7 +50,14 @@ from gateway.core import (
     ResetOutcome,
     Unit,
 )
-from gateway.export import ExportChannel, day_span, drop_file, local_time, write_export
+from gateway.export import (
+    VALUE_FIELDS,
+    ExportChannel,
+    day_span,
+    drop_file,
+    local_time,
+    write_values,
+)
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, serve_metrics
 from gateway.notify import Notifier, status_line
@@ -632,13 +639,15 @@ class Gateway:
         channels = [ExportChannel.of(c) for c in self.config.channels]
         schedule.directory.mkdir(parents=True, exist_ok=True)
         with Store.open_readonly(Path(gateway.state_dir) / "gateway.db") as store:
-            records = store.intervals(*day_span(day, zone), [c.id for c in channels])
+            values = store.interval_values(
+                *day_span(day, zone), VALUE_FIELDS[schedule.value], [c.id for c in channels]
+            )
             return drop_file(
                 schedule.directory,
                 schedule.prefix,
                 day,
-                lambda out: write_export(
-                    records,
+                lambda out: write_values(
+                    values,
                     channels,
                     out,
                     format=schedule.format,
