@@ -1,4 +1,4 @@
-"""YAML configuration (schema 1, PRODUCT.md §4) -> a frozen, validated ``Config``.
+"""YAML configuration (schema 1, docs/reference/configuration.md) -> a frozen ``Config``.
 
 Field technicians edit this file on site, so every problem is reported at once, each as
 ``FILE:LINE:COL: key.path: message``, and nothing is half-loaded: ``load_config`` either returns
@@ -10,7 +10,7 @@ the nodes itself: duplicate keys, unknown keys (with "did you mean"), wrong type
 are all caught with their place. The node reader and the per-source-type schema live in
 ``gateway.config_sources``.
 
-Two purposes (PRODUCT.md §3):
+Two purposes (docs/reference/commands.md):
 
 - ``replay`` reads what the demand rules need: ``channels:`` is required, a channel's
   ``source`` may be left out, and the other sections are ignored (not even read), so a site's
@@ -138,7 +138,7 @@ CHANNEL_KEYS = (
 
 BACNET_PORT = 47808
 MAX_INSTANCE = 4194302  # 2**22 - 2: 4194303 is the "any instance" wildcard (ASHRAE 135 12.11)
-RESET_ALL_INSTANCE = 1  # binary-value 1 resets every channel (PRODUCT.md §5)
+RESET_ALL_INSTANCE = 1  # binary-value 1 resets every channel (docs/reference/bacnet.md)
 OBJECTS_PER_CHANNEL = 6  # analog-inputs base+1..base+6 (and one binary-value at base+1)
 DEFAULT_INTERVAL: Span = 15 * 60 * MICROS_PER_SECOND
 DEFAULT_GATEWAY_NAME = "pulse-gateway"
@@ -749,8 +749,9 @@ def _channel(
 def _default_interval(slide: Span | None) -> Span:
     """15 minutes, or the shortest span that is a multiple of both 15 minutes and the slide.
 
-    Interval records must hold whole slides (PRODUCT.md §7); a 10-minute slide gets 30 minutes
-    rather than an error for a key the file never set, and intervals stay on quarter hours.
+    Interval records must hold whole slides (docs/reference/export-formats.md); a 10-minute
+    slide gets 30 minutes rather than an error for a key the file never set, and intervals stay
+    on quarter hours.
     """
     return DEFAULT_INTERVAL if not slide else math.lcm(DEFAULT_INTERVAL, slide)
 

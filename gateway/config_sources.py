@@ -303,7 +303,7 @@ class Entries:
 # -- sources ----------------------------------------------------------------------------------
 
 MODBUS_TABLES = ("holding", "input")
-# Register types and their width in 16-bit words (PRODUCT.md §4).
+# Register types and their width in 16-bit words (docs/reference/configuration.md).
 REGISTER_WORDS: dict[str, int] = {"u16": 1, "u32": 2, "u64": 4, "i32": 2, "f32": 2, "f64": 4}
 WORD_ORDERS = ("big", "little")
 POINT_KINDS = ("counter", "total")
@@ -538,7 +538,8 @@ _SOURCE_READERS: dict[str, Callable[[Entries, str], SourceConfig | None]] = {
 
 def _polling(entries: Entries) -> tuple[Span | None, Span | None]:
     reader = entries.reader
-    # Polls faster than 100 ms load a device that another system may be polling too (seed 000).
+    # Polls faster than 100 ms load a device that another master may be polling too
+    # (docs/design/sources.md).
     read_poll = partial(reader.duration, at_least=100 * MILLISECOND)
     poll = entries.get("poll_interval", read_poll, MICROS_PER_SECOND)
     read_timeout = partial(
@@ -548,8 +549,11 @@ def _polling(entries: Entries) -> tuple[Span | None, Span | None]:
 
 
 def _pacing(entries: Entries, poll: Span | None) -> tuple[object, ...] | None:
-    """retries, backoff_max, min_request_gap, max_read_gap, max_read_registers (sources brief
-    §3: a good second master retries little, backs off, paces and coalesces its requests)."""
+    """retries, backoff_max, min_request_gap, max_read_gap, max_read_registers.
+
+    A good second master retries little, backs off, paces and coalesces its requests
+    (docs/design/sources.md).
+    """
     reader = entries.reader
     retries = entries.get("retries", partial(reader.integer, low=0, high=5), 1)
     read_backoff = partial(

@@ -1,8 +1,8 @@
 """``pulse-gateway replay``: recompute the demand rules offline from an event log.
 
-Input and output formats are a contract (PRODUCT.md §3): other tools parse them.
+Input and output formats are a contract (docs/reference/commands.md): other tools parse them.
 
-Decisions where §3 is silent (also in README.md):
+Decisions the formats leave open (also in docs/reference/commands.md):
 
 - Rows are checked strictly: a ``value`` on a ``reset``, ``reset_all`` or ``offline`` row, a
   channel on ``reset_all``, a pulse count that is not a whole number >= 1, an unknown channel or
@@ -11,7 +11,7 @@ Decisions where §3 is silent (also in README.md):
   Rows after ``--end`` are not read (they cannot change any output row).
 - ``--db PATH`` writes the resets (source ``replay``) and the channels' final state into a new
   database, only after the whole log was good; one that already holds state is refused, so a
-  replay can never overwrite a gateway's own state. Interval data joins it with issue 6.
+  replay can never overwrite a gateway's own state. The interval records go in with them.
 - The input is read as a stream, so a year of per-second pulses runs in bounded memory. The
   output goes to a spooled temporary file first and is copied out only when the whole log was
   good: a bad row prints one error and no partial table.
@@ -74,7 +74,7 @@ def replay(
     Returns the engine as the log left it (None for an empty log without --start). When
     ``resets`` is given, every reset attempt is appended to it with the states after it, for
     ``replay --db``, which writes them only once the whole log was good; likewise every
-    interval record (PRODUCT.md §7) into ``intervals``.
+    interval record (docs/reference/export-formats.md) into ``intervals``.
     """
     if start is not None and end is not None and end < start:
         raise ReplayError("--end is earlier than --start")

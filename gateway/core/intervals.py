@@ -1,4 +1,6 @@
-"""Interval records: what each channel consumed per ``interval`` (PRODUCT.md §7).
+"""Interval records: what each channel consumed per ``interval``.
+
+They are what the exports carry (docs/reference/export-formats.md).
 
 At every slide boundary that is a whole multiple of a channel's interval I (15 min by default),
 the channel gets one record for [end - I, end): the pulses and consumption counted in it, the

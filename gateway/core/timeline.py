@@ -7,8 +7,8 @@ handed in by the shell, and is held as whole microseconds:
 - a *span* is a non-negative length of time in microseconds (``Span``).
 
 Integers, not floats, because the demand rules compare instants with boundaries exactly: a pulse
-at 00:09:59.999 is in one interval and a pulse at 00:10:00 is in the next (PRODUCT.md §2), and a
-float would blur that edge a few days after 1970.
+at 00:09:59.999 is in one interval and a pulse at 00:10:00 is in the next
+(docs/reference/demand-rules.md), and a float would blur that edge a few days after 1970.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ def format_instant(instant: Instant) -> str:
 def next_boundary_after(instant: Instant, slide: Span) -> Instant:
     """The first slide boundary strictly after ``instant``.
 
-    Boundaries are the whole multiples of the slide since 1970-01-01T00:00:00Z (PRODUCT.md §2).
+    Boundaries are the whole multiples of the slide since 1970-01-01T00:00:00Z
+    (docs/reference/demand-rules.md).
     """
     return (instant // slide + 1) * slide

@@ -1,8 +1,9 @@
-"""The units table (PRODUCT.md §2): the only place a unit's names and time factor live.
+"""The units table: the only place a unit's names and time factor live.
 
 The demand unit always follows from the consumption unit. The B6070 fixes the time factor per
-unit "to avoid mistakes" (seed 002): kWh and lbs are per hour (units_Scale 3600), cubic feet and
-US gallons per minute (units_Scale 60). m3 and liters are the rows PRODUCT.md allows to add.
+unit "to avoid mistakes" (docs/reference/demand-rules.md): kWh and lbs are per hour
+(units_Scale 3600), cubic feet and US gallons per minute (units_Scale 60). m3 and liters are
+this gateway's additions to the B6070's four units, on the same rule.
 """
 
 from __future__ import annotations

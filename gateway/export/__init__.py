@@ -1,4 +1,6 @@
-"""Interval data out of the gateway: EnergyCAP import files and the daily drop (PRODUCT.md §7).
+"""Interval data out of the gateway: EnergyCAP import files and the daily drop.
+
+The formats are described in docs/reference/export-formats.md.
 
 ``write_export`` formats interval records (``energycap.py``; ``write_values`` the plain tuples
 ``Store.interval_values`` reads, for a faster export), ``parse_picture`` reads EnergyCAP

@@ -1,9 +1,10 @@
-"""The daily drop file: vendor- and date-based names, never a half file (seed 001).
+"""The daily drop file: vendor- and date-based names, never a half file.
 
-Seed 001: "the data provider should supply files with unique vendor- and date-based names. For
-example, an interval data file [...] containing data for 04/06/2004 could be named
-'gss_20040406.csv'. If multiple files arrive for the same day, a suffix, such as 'a', 'b', 'c',
-etc., could be added to the filename." EnergyCAP's importer picks files up by pattern
+EnergyCAP's interval-data import guide (docs/reference/export-formats.md): "the data provider
+should supply files with unique vendor- and date-based names. For example, an interval data
+file [...] containing data for 04/06/2004 could be named 'gss_20040406.csv'. If multiple files
+arrive for the same day, a suffix, such as 'a', 'b', 'c', etc., could be added to the
+filename." EnergyCAP's importer picks files up by pattern
 (``imptsk ... -f "c:\\b-test\\*.csv"``), so a file must appear under its ``.csv`` name complete
 or not at all:
 
@@ -41,7 +42,7 @@ _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EML
 
 
 def suffixes() -> Iterator[str]:
-    """``""``, then ``a`` ... ``z``, then ``aa`` ... ``zz`` (seed 001's 'a', 'b', 'c', etc.)."""
+    """``""``, then ``a`` ... ``z``, then ``aa`` ... ``zz`` (the guide's 'a', 'b', 'c', etc.)."""
     yield ""
     letters = "abcdefghijklmnopqrstuvwxyz"
     for length in (1, 2):

@@ -1,30 +1,33 @@
-"""EnergyCAP interval-data text files (seed 001, formats #1, #3 and #4) from interval records.
+"""EnergyCAP interval-data text files (formats #1, #3 and #4) from interval records.
+
+The formats are those of EnergyCAP's interval-data import guide, quoted in
+docs/reference/export-formats.md; "the guide" below.
 
 Pure formatting: records in, text out, streamed (one interval end in memory at a time), so a
 year of 100 channels costs no more memory than a day. The callers (``pulse-gateway export``, the
 scheduled drop) read the records from the store and choose the file.
 
-Formats (one header row, which the seed calls "optional, but recommended"):
+Formats (one header row, which the guide calls "optional, but recommended"):
 
 - ``energycap1``: ``ImportID,Timestamp,KWValue,GPMValue`` - one row per ImportID and timestamp
-  with a column per unit code, as the seed's ``ImportID,Timestamp,kWValue,kVARValue``. The
+  with a column per unit code, as the guide's ``ImportID,Timestamp,kWValue,kVARValue``. The
   columns are the codes of all exported channels in config order; a channel without a record
   at that timestamp (or an ImportID without that unit) leaves its column empty.
 - ``energycap3``: ``TIMESTAMP,IMPORTID,UNIT,VALUE`` - one row per channel and timestamp; the
-  seed's sample repeats the timestamp for each unit in the same way.
+  guide's sample repeats the timestamp for each unit in the same way.
 - ``energycap4``: whitespace-separated ``ESI_ID INTV_REC_DT INTV_END_TM UNIT VALUE Estimated``,
   one row per channel and timestamp with ``A`` (actual) or ``E`` (estimated: an outage or the
-  gateway's downtime touched the interval). The seed's sample has a date column and a *begin*
-  time column (``0 15 30 45 100 115``: hour * 100 + minute, no padding); PRODUCT.md §7 says
+  gateway's downtime touched the interval). The guide's sample has a date column and a *begin*
+  time column (``0 15 30 45 100 115``: hour * 100 + minute, no padding); this gateway's
   timestamps are interval ends, so our time column holds the interval **end** in that same form
   and is named ``INTV_END_TM`` to say so (the interval ending at midnight is the next date,
   time ``0``). One row per channel rather than a column per unit: a whitespace-separated row
   cannot leave a column empty, and the A/E flag is exact per channel. The date column uses the
   picture's date part (the picture up to its first space: ``MM/dd/yyyy`` by default, as the
-  seed). Formats 1 and 3 have no A/E column in the seed, so only format 4 carries the flag.
+  guide). Formats 1 and 3 have no A/E column in the guide, so only format 4 carries the flag.
 
 Unit codes, the one table (``UNIT_CODES``): format 3's UNIT values, format 4's UNIT values and
-format 1's headers (``<code>Value``). Upper case as in the seed's format #2 and #3 samples
+format 1's headers (``<code>Value``). Upper case as in the guide's format #2 and #3 samples
 (``KW``, ``KVAR``); letters and digits only so they are safe in every format:
 
 ============== ================= ============
@@ -40,7 +43,7 @@ format 1's headers (``<code>Value``). Upper case as in the seed's format #2 and 
 
 Numbers (``format_number``): the shortest text that reads back as the same float (Python's
 ``repr``, as the replay output), always in fixed point - ``0.00001`` never ``1e-05``, which an
-importer may misread - without a trailing ``.0`` (``4426`` as in the seed's samples) and without
+importer may misread - without a trailing ``.0`` (``4426`` as in the guide's samples) and without
 thousands separators.
 
 Timestamps are interval ends in local standard time by default (``gateway.export.localtime``
@@ -95,7 +98,7 @@ VALUE_FIELDS: dict[str, Literal["average_demand", "consumption"]] = {
     "demand": "average_demand",
     "consumption": "consumption",
 }
-DEFAULT_TIME_FORMAT = "MM/dd/yyyy HH:mm"  # PRODUCT.md §7; the seed's format #1 and #3 samples
+DEFAULT_TIME_FORMAT = "MM/dd/yyyy HH:mm"  # the guide's format #1 and #3 samples
 
 # unit name (gateway.core.UNITS) -> (consumption code, demand code); see the module docstring.
 UNIT_CODES: dict[str, tuple[str, str]] = {
@@ -357,7 +360,7 @@ class _Format3(_Layout):
 
 class _Format4(_Layout):
     def _picture(self, time_format: str) -> Picture:
-        # The seed's INTV_REC_DT is a date column; its time column is fixed (hour*100+minute).
+        # The guide's INTV_REC_DT is a date column; its time column is fixed (hour*100+minute).
         date_part = time_format.split(maxsplit=1)[0] if time_format.strip() else time_format
         picture = compile_picture(date_part)
         if picture.fields != DATE_FIELDS:

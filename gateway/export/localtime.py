@@ -1,11 +1,11 @@
 """Local time for exported timestamps: the daylight-saving rule, in one place.
 
 Interval records carry UTC instants; EnergyCAP files carry local wall times without an offset
-(seed 001: "12/31/2005 12:15"), and the importer infers the channel interval from the spacing of
-the timestamps ("The interval between the timestamps determines the channel interval"). A
-wall clock that repeats an hour in the autumn and skips one in the spring would therefore give
-duplicate timestamps (two rows for 01:15) and a hole (no 02:15) that EnergyCAP cannot tell from
-missing data. So:
+("12/31/2005 12:15" in EnergyCAP's import guide, docs/reference/export-formats.md), and the
+importer infers the channel interval from the spacing of the timestamps ("The interval between
+the timestamps determines the channel interval"). A wall clock that repeats an hour in the
+autumn and skips one in the spring would therefore give duplicate timestamps (two rows for
+01:15) and a hole (no 02:15) that EnergyCAP cannot tell from missing data. So:
 
 - ``zone=None`` (``--utc``): UTC, the importer's "Times are in GMT" box.
 - **default** (``dst=False``): the zone's *standard* time all year, ignoring daylight saving
@@ -71,7 +71,7 @@ def day_span(day: date, zone: ZoneInfo | None, *, dst: bool = False) -> tuple[in
     """``(after, through)``: the interval ends ``after < end <= through`` that make up ``day``.
 
     Timestamps are interval ends, so a local day holds the intervals ending from 00:15 to the
-    next day's 00:00 (as the seed's format #1 sample, which starts at 00:15).
+    next day's 00:00 (as the import guide's format #1 sample, which starts at 00:15).
     """
     midnight = datetime(day.year, day.month, day.day)
     return (

@@ -1,6 +1,7 @@
-"""EnergyCAP timestamp pictures (seed 001, "the 'picture' (i.e. format) of the timestamp").
+"""EnergyCAP timestamp pictures ("the 'picture' (i.e. format) of the timestamp").
 
-EnergyCAP's import wizard asks for the picture of the timestamp column and the seed warns:
+EnergyCAP's import wizard asks for the picture of the timestamp column and its interval-data
+import guide (quoted in docs/reference/export-formats.md) warns:
 "Exactly follow the pattern of the examples provided! Be sure to recognize that month is 'MM'
 while minutes are 'mm'." The export writes timestamps with the same picture the energy manager
 types into the wizard, so both sides agree by construction.
@@ -25,7 +26,7 @@ token    writes                          example (2005-12-31 01:30)
 ``'x'``  the quoted text, as is         ``x``
 ======== ============================== =========================
 
-``hh`` is a 24-hour hour, exactly like ``HH``. The seed's own examples use it that way:
+``hh`` is a 24-hour hour, exactly like ``HH``. The guide's own examples use it that way:
 "20051231 01:30 yyyyMMdd hh:mm" and "2005-12-31 0130 yyyy-MM-dd hhmm" have no AM/PM marker, and
 a 12-hour hour without one would write 01:30 for both 01:30 and 13:30, merging two intervals.
 For the same reason there is no AM/PM token: ``tt`` is an error, like every other letter that
