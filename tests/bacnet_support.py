@@ -1,8 +1,8 @@
 """Helpers for the BACnet tests: a real gateway with its BACnet server, a bac-py client, raw UDP.
 
 Everything runs on 127.0.0.1. The client always uses a port other than the server's: bacpypes3
-treats any 127.x destination on its own port as itself (bacnet-brief §3.8). Every wait is
-bounded.
+treats any 127.x destination on its own port as itself (docs/design/bacpypes3.md). Every wait
+is bounded.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from gateway.clock import Timeline
 from gateway.config import load_config
 from gateway.service import Gateway
 from tests.daemon import write_config
-from tests.helpers import FakeClocks
+from tests.helpers import FakeClocks, free_port
 
 WAIT_S = 5.0  # the bound of every wait for an answer
 VERSION = "9.8.7-test"
@@ -42,19 +42,12 @@ CHANNELS = (
 )
 
 
-def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def loopback_client(instance: int) -> Client:
     """A bac-py client (a BMS front end) on a free port of 127.0.0.1."""
     return Client(
         instance_number=instance,
         interface="127.0.0.1",
-        port=free_udp_port(),
+        port=free_port(),
         broadcast_address="127.255.255.255",
     )
 
@@ -140,7 +133,7 @@ async def rig(
         assert config.bacnet is not None
         bacnet = dataclasses.replace(
             config.bacnet,
-            port=free_udp_port(),
+            port=free_port(),
             reset_allowed_from=tuple(allowed),
             **settings,
         )

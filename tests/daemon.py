@@ -6,7 +6,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,21 +16,13 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import free_port
+
 START_TIMEOUT_S = 20.0
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that was free a moment ago (for BACnet/IP)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+# free_port is tests.helpers' (free for TCP and UDP alike); both names are imported from here.
+free_udp_port = free_port
 
 
 def write_config(
@@ -52,7 +43,7 @@ def write_config(
     path = folder / name
     path.write_text(
         "gateway: {name: test-site, state_dir: state}\n"
-        f"bacnet: {{address: 127.0.0.1/8, port: {bacnet_port or free_udp_port()},"
+        f"bacnet: {{address: 127.0.0.1/8, port: {bacnet_port or free_port()},"
         " device_instance: 1001, reset_allowed_from: [127.0.0.0/8],"
         " device_name: Test Gateway}\n"
         f"metrics: {{listen: '127.0.0.1:{metrics_port or free_port()}'}}\n"
@@ -63,17 +54,20 @@ def write_config(
 
 
 class Daemon:
-    """One `pulse-gateway run -c CONFIG` child process and its JSON log lines."""
+    """One `pulse-gateway run -c CONFIG` child process and its JSON log lines; with no CONFIG,
+    `pulse-gateway run` (the bundled demo) in directory ``cwd``."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path | None, *, cwd: Path | None = None) -> None:
         self.config = config
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
+        options = [] if config is None else ["-c", str(config)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
+            [sys.executable, "-m", "gateway.cli", "run", *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            cwd=cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         threading.Thread(target=self._read, daemon=True).start()

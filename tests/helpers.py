@@ -1,10 +1,34 @@
-"""Small shared helpers for tests: readable instants and channel rules."""
+"""Small shared helpers for tests: readable instants, channel rules, free ports, the checkout."""
 
 from __future__ import annotations
+
+import socket
+from pathlib import Path
 
 from gateway.core import UNITS, ChannelRules, Instant, parse_duration, parse_instant
 
 DAY = "2026-01-01"
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+DEMO_CONFIG = ROOT / "config" / "demo.yaml"  # what `pulse-gateway run` runs without -c
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free for both TCP and UDP a moment ago.
+
+    The one helper for every test: a gateway listens with TCP (metrics, Modbus) and UDP
+    (BACnet/IP), and a port free for both fits either use.
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:  # taken for UDP: another try
+                    continue
+                return port
+    raise RuntimeError("no port on 127.0.0.1 is free for both TCP and UDP")
 
 
 def at(clock: str, day: str = DAY) -> Instant:

@@ -1,7 +1,7 @@
 """The BACnet/IP server seen from an independent client (bac-py) and raw UDP, on 127.0.0.1.
 
-PRODUCT.md §5 is the contract: the object map, units, live values, resets from where they are
-allowed, COV, and a server that survives whatever arrives on its port.
+docs/reference/bacnet.md is the contract: the object map, units, live values, resets from where
+they are allowed, COV, and a server that survives whatever arrives on its port.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from tests.bacnet_support import (
     app_enumerated,
     app_real,
     confirmed,
-    free_udp_port,
     loopback_client,
     read_property,
     rig,
     write_property,
 )
+from tests.helpers import free_port
 
 AI, BV = 0, 5
 PRESENT_VALUE = 85
@@ -273,7 +273,7 @@ async def test_writes_to_read_only_properties_are_denied_and_change_nothing(
 
 @pytest.mark.asyncio
 async def test_a_failing_write_property_multiple_is_answered(tmp_path: Path) -> None:
-    """A WPM to a read-only property gets an Error answer instead of a timeout (brief §3.5)."""
+    """A WPM to a read-only property gets an Error answer, not bacpypes3's silence."""
     async with rig(tmp_path) as r:
         # WriteAccessSpecification: [0] ai,101, [1] { [0] present-value, [2] {REAL 1.0} }
         body = (
@@ -630,7 +630,7 @@ async def test_two_thousand_channels_start_and_serve(tmp_path: Path) -> None:
 
     from gateway.bacnet.standalone import standalone_server
 
-    running = await standalone_server(2000, free_udp_port())
+    running = await standalone_server(2000, free_port())
     server = running.server
     try:
         assert server.object_count == 1 + 1 + 7 * 2000 + 1
@@ -837,7 +837,7 @@ async def test_the_server_announces_itself_with_an_i_am_at_start(tmp_path: Path)
     from gateway.bacnet import BacnetServer
 
     async with rig(tmp_path) as r:
-        port = free_udp_port()
+        port = free_port()
         listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -870,7 +870,7 @@ async def test_a_foreign_device_registers_with_its_bbmd(tmp_path: Path) -> None:
         bbmd.setblocking(False)
         settings = dataclasses.replace(
             r.server.settings,
-            port=free_udp_port(),
+            port=free_port(),
             device_instance=1003,
             foreign_device=ForeignDevice("127.0.0.1", bbmd.getsockname()[1], 120),
         )

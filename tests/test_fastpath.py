@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
@@ -61,6 +60,7 @@ from gateway.bacnet.fastpath import (
     encode_unsigned,
     install,
 )
+from tests.helpers import free_port
 
 AI = 0  # analog-input
 PRESENT_VALUE = 85
@@ -684,13 +684,6 @@ async def test_install_refuses_a_target_without_an_ipv4_socket() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A UDP port free on 127.0.0.1 right now (bound without SO_REUSEPORT, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def bacpypes3_server(port: int, count: int = 3) -> AsyncIterator[Application]:
     """A bare bacpypes3 Application with ``count`` analog inputs at 127.0.0.1:``port``."""
@@ -805,7 +798,7 @@ async def test_bac_py_reads_fast_path_values_and_bacpypes3_serves_the_rest() -> 
             Client(
                 instance_number=4001,
                 interface="127.0.0.1",
-                port=free_port(),  # never the server's port on loopback (brief 3.8)
+                port=free_port(),  # never the server's port on loopback (docs/design/bacpypes3.md)
                 broadcast_address="127.255.255.255",
             ) as client,
         ):
