@@ -1,7 +1,7 @@
 """The ``pulse-gateway`` command line: the only place that maps errors to exit codes.
 
 Exit codes: 0 success, 2 bad input (a config, an event log, an argument). A user mistake prints
-one line per problem on stderr, never a traceback (PRODUCT.md §3).
+one line per problem on stderr, never a traceback (docs/reference/commands.md).
 """
 
 from __future__ import annotations
@@ -9,17 +9,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from gateway import __version__
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, GatewaySettings, load_config
 from gateway.core import Instant, IntervalRecord, TimeSyntaxError, parse_instant
 from gateway.export import (
     DEFAULT_TIME_FORMAT,
@@ -41,8 +44,26 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the gateway could not run (state dir locked or damaged), or a checksum broke
 EXIT_BAD_INPUT = 2
 
-# `pulse-gateway run` with no -c: the demo in the checkout's config/ folder
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+# The repository's config/ folder, installed as the package gateway.configs (pyproject.toml).
+BUNDLED_CONFIGS = "gateway.configs"
+DEMO = "demo.yaml"  # what `pulse-gateway run` runs with no -c
+EXAMPLE = "example.yaml"  # what `pulse-gateway init` writes
+
+
+def bundled_config(name: str) -> Traversable:
+    """A config shipped inside the package: a file in an install, config/NAME in a checkout."""
+    return resources.files(BUNDLED_CONFIGS).joinpath(name)
+
+
+def demo_state_dir() -> Path:
+    """Where the bundled demo keeps its state: never inside the install or the working tree.
+
+    ``$XDG_STATE_HOME/pulse-gateway/demo``, or ``~/.local/state/pulse-gateway/demo``; a relative
+    XDG_STATE_HOME is ignored, as the XDG base directory spec says.
+    """
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "pulse-gateway" / "demo"
 
 
 def _instant(text: str) -> Instant:
@@ -66,7 +87,21 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the gateway. With no -c it runs the bundled demo config: simulated "
         "meters, everything on 127.0.0.1.",
     )
-    run.add_argument("-c", "--config", metavar="FILE", help=f"config YAML (default: {DEMO_CONFIG})")
+    run.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="config YAML (default: the bundled demo, its state in "
+        "$XDG_STATE_HOME/pulse-gateway/demo or ~/.local/state/pulse-gateway/demo)",
+    )
+
+    init = commands.add_parser(
+        "init",
+        help="write the commented example config to FILE for a new site",
+        description="Write the commented example config (every option, explained) to FILE, to "
+        "edit for a new site. An existing FILE is never overwritten.",
+    )
+    init.add_argument("file", metavar="FILE", help="the new config file")
 
     check = commands.add_parser(
         "check", help="validate a config and print a summary (exit 0 valid, 2 invalid)"
@@ -173,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "init":
+            return _init(Path(args.file))
         if args.command == "resets":
             return _resets(args)
         if args.command == "export":
@@ -190,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportError as exc:
         print(f"pulse-gateway export: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except InitError as exc:
+        print(f"pulse-gateway init: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (StoreError, GatewayError) as exc:
         print(f"pulse-gateway {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -205,15 +245,60 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        return _serve(load_config(args.config, purpose="run"))
+    # as_file: a real path for the daemon's lifetime (a reload reads the file again)
+    with resources.as_file(bundled_config(DEMO)) as demo:
+        config = load_config(demo, purpose="run")
+        # The demo's own state_dir is relative to the file, i.e. inside the install: a user's
+        # state directory instead, said first so that the user knows where to look.
+        state_dir = demo_state_dir()
+        gateway = _gateway_settings(config)
+        config = dataclasses.replace(
+            config, gateway=dataclasses.replace(gateway, state_dir=state_dir)
+        )
+        print(f"demo state: {state_dir}", flush=True)
+        return _serve(config)
+
+
+def _serve(config: Config) -> int:
     from gateway.logging import configure
 
-    config = load_config(args.config or DEMO_CONFIG, purpose="run")
     configure()
     gateway = Gateway(config, live=sys.stdout.isatty(), notifier=Notifier())
     try:
         asyncio.run(gateway.run())
     except OSError as exc:  # a listen address in use or not on this host
         raise GatewayError(f"cannot start: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def _gateway_settings(config: Config) -> GatewaySettings:
+    """The ``gateway:`` section, which every config loaded for ``run`` has."""
+    if config.gateway is None:
+        raise AssertionError(f"{config.path} was not loaded as a run config")
+    return config.gateway
+
+
+class InitError(Exception):
+    """``init`` cannot write its file; the message names it and says why."""
+
+
+def _init(path: Path) -> int:
+    text = bundled_config(EXAMPLE).read_text(encoding="utf-8")
+    created = False
+    try:
+        # "x": never overwrite a site's config, not even one created a moment ago
+        with open(path, "x", encoding="utf-8") as out:
+            created = True
+            out.write(text)
+    except FileExistsError:
+        raise InitError(f"{path} already exists: not overwritten") from None
+    except OSError as exc:
+        if created:  # a full disk: no half config left to be mistaken for a whole one
+            path.unlink(missing_ok=True)
+        raise InitError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    print(f"wrote {path}: edit it for the site, then run pulse-gateway check -c {path}")
     return EXIT_OK
 
 
@@ -224,9 +309,9 @@ class ExportError(Exception):
 def _export(args: argparse.Namespace) -> int:
     if args.config is not None:
         config = load_config(args.config, purpose="run")
-        assert config.gateway is not None
-        db = Path(config.gateway.state_dir) / "gateway.db"
-        zone = None if args.utc else config.gateway.zone
+        gateway = _gateway_settings(config)
+        db = Path(gateway.state_dir) / "gateway.db"
+        zone = None if args.utc else gateway.zone
         known = [ExportChannel.of(channel) for channel in config.channels]
     else:
         db, zone, known = Path(args.db), None, []
@@ -316,7 +401,7 @@ def _resets(args: argparse.Namespace) -> int:
         db = Path(args.db)
     else:
         config = load_config(args.config, purpose="run")
-        db = Path(config.gateway.state_dir) / "gateway.db"
+        db = Path(_gateway_settings(config).state_dir) / "gateway.db"
     with Store.open_readonly(db) as store:
         verdicts = store.verdict()
         print(format_resets(store.reset_log(), verdicts), end="")

@@ -1,4 +1,5 @@
-"""`pulse-gateway points`: the BACnet object map of PRODUCT.md §5, as CSV for integrators."""
+"""`pulse-gateway points`: the BACnet object map of docs/reference/bacnet.md, as CSV for
+integrators."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import DEMO_CONFIG, main
+from gateway.cli import main
 from gateway.config import load_config
 from gateway.points import points_rows
 from tests.daemon import write_config
+from tests.helpers import DEMO_CONFIG
 
 
 def test_points_lists_the_object_map_of_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
