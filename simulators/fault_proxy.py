@@ -1,15 +1,16 @@
 """A TCP front for a simulated device that injects the faults real networks and devices show.
 
-pymodbus's server has no connection-limit knob and no way to drop or mute a client (sources
-brief §2), so each simulated device listens through this byte-transparent proxy: it works for
-Modbus/TCP and RTU-over-TCP framing alike, without parsing frames. Faults, changeable at any
-time:
+pymodbus's server has no connection-limit knob and no way to drop or mute a client
+(docs/design/sources.md), so each simulated device listens through this byte-transparent proxy:
+it works for Modbus/TCP and RTU-over-TCP framing alike, without parsing frames. Faults,
+changeable at any time:
 
 - ``mute``: requests are swallowed, nothing is answered (a hung device or a cut cable);
 - ``delay``: every request is held this many seconds before the device sees it (slow replies);
 - ``drop()``: every client connection is closed now (a device reboot, a NAT timeout);
 - ``limit``/``policy``: at most ``limit`` connections; a new one beyond it is closed at once
-  (``refuse``) or evicts the oldest (``oldest``, the Schneider M218 policy, brief §3);
+  (``refuse``) or evicts the oldest (``oldest``, the Schneider M218 policy,
+  docs/design/sources.md);
 - ``down()``/``up()``: the port closes and reopens (connection refused meanwhile).
 """
 

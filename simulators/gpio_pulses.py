@@ -1,10 +1,10 @@
 """A fake libgpiod chip and meter pulse trains, for the GPIO source without GPIO hardware.
 
-gpio-sim needs root, configfs and a kernel module, rarely there in CI or containers (sources
-brief §4), so the GPIO source is tested at its narrowest seam: the line request. ``FakeGpiod``
-stands in for the ``gpiod`` module (``LineSettings``, ``line.*`` enums, ``request_lines``); pass
-the real module as ``real`` to build real ``gpiod.LineSettings``. Its ``FakeLineRequest`` behaves
-like the kernel's:
+gpio-sim needs root, configfs and a kernel module, rarely there in CI or containers
+(docs/design/sources.md), so the GPIO source is tested at its narrowest seam: the line request.
+``FakeGpiod`` stands in for the ``gpiod`` module (``LineSettings``, ``line.*`` enums,
+``request_lines``); pass the real module as ``real`` to build real ``gpiod.LineSettings``. Its
+``FakeLineRequest`` behaves like the kernel's:
 
 - its file descriptor (an ``os.pipe()``) is readable while events are queued, so
   ``loop.add_reader`` works as with a real request;
@@ -182,7 +182,7 @@ class FakeLineRequest:
         kind = EventType.RISING_EDGE if rising else EventType.FALLING_EDGE
         event = FakeEdgeEvent(kind, timestamp_ns, offset, self._global, self._line_seqno[offset])
         if len(self._events) >= self.capacity:
-            self._events.popleft()  # the kernel discards the oldest (brief §4)
+            self._events.popleft()  # the kernel discards the oldest (docs/design/sources.md)
             self.discarded += 1
         self._events.append(event)
         self._signal()

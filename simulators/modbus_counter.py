@@ -1,8 +1,8 @@
 """An N-channel Modbus pulse-counter module (like an ADAM-6051 or ioLogik E1210), simulated.
 
 Run ``python -m simulators.modbus_counter --help``. Each device is a real pymodbus server
-(``SimDevice`` with an action callback: brief §2) behind a ``FaultProxy`` (simulators/
-fault_proxy.py) on 127.0.0.1. Channel i's counter sits at ``start + i * stride`` in one
+(``SimDevice`` with an action callback: docs/design/sources.md) behind a ``FaultProxy``
+(simulators/fault_proxy.py) on 127.0.0.1. Channel i's counter sits at ``start + i * stride`` in one
 register block that FC3 (holding) and FC4 (input) both read; gaps between counters are invalid
 addresses (exception 2) unless ``--gaps zero``. Counters count at their rate, wrap at
 ``rollover`` and keep the **exact number of pulses** each channel emitted (``truth``): the ground
@@ -181,8 +181,10 @@ class CounterModule:
         framer = FramerType.RTU if layout.framer == "rtu" else FramerType.SOCKET
         self._server = ModbusTcpServer(device, address=("127.0.0.1", 0), framer=framer)
         await self._server.serve_forever(background=True)
-        assert self._server.transport is not None
-        upstream = self._server.transport.sockets[0].getsockname()[:2]
+        listener = self._server.transport  # for TCP, the asyncio.Server of loop.create_server
+        if not isinstance(listener, asyncio.Server):
+            raise RuntimeError(f"the Modbus simulator is not listening: {listener!r}")
+        upstream = listener.sockets[0].getsockname()[:2]
         self.proxy.upstream = upstream
         await self.proxy.start()
 
@@ -201,7 +203,7 @@ class CounterModule:
         registers: list[int],
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        """Runs on every access (brief §2): fill the live registers in, or refuse."""
+        """Runs on every access (docs/design/sources.md): fill the live registers in, or refuse."""
         if values is not None:
             self.writes += 1
             return ExcCodes.ILLEGAL_FUNCTION
