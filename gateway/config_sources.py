@@ -16,15 +16,18 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import yaml.constructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.core import Span, TimeSyntaxError, format_duration, parse_duration
 from gateway.core.timeline import MICROS_PER_SECOND
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 MILLISECOND = MICROS_PER_SECOND // 1000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -225,12 +228,14 @@ class Reader:
             return None
         return value
 
-    def choice(self, node: Node, path: str, *, options: Sequence[str]) -> str | None:
+    def choice[S: str](self, node: Node, path: str, *, options: Sequence[S]) -> S | None:
+        """One of ``options``, typed as narrowly as they are (a ``Literal`` for most)."""
         value = self.scalar(node, path)
         if value is _REPORTED:
             return None
-        if isinstance(value, str) and value in options:
-            return value
+        for option in options:
+            if value == option:
+                return option
         allowed = ", ".join(options)
         if isinstance(value, str):
             hint = did_you_mean(value, options)
@@ -238,6 +243,14 @@ class Reader:
         else:
             self.problem(node, path, f"expected one of: {allowed}; found {show(node)}")
         return None
+
+    def one_of[S: str](self, options: Sequence[S]) -> Read[S]:
+        """``choice`` with ``options`` bound, for ``Entries.get``.
+
+        Annotate the variable it is read into (``table: ModbusTable | None = entries.get(...)``):
+        left to infer ``get``'s type alone, mypy widens a union of literals to ``str``.
+        """
+        return lambda node, path: self.choice(node, path, options=options)
 
     def _numeric(self, node: Node, path: str, what: str) -> int | float | None:
         value = self.scalar(node, path)
@@ -300,18 +313,71 @@ class Entries:
         self.reader.problem(where, join(self.path, key), message)
 
 
+# -- the keys of a settings dataclass -----------------------------------------------------------
+
+_YAML_KEYS = "yaml_keys"  # the field metadata entry yaml_key() writes
+
+
+def yaml_key(*keys: str) -> dict[str, tuple[str, ...]]:
+    """``field(metadata=...)`` for a settings field not read from the YAML key of its name.
+
+    A dotted key is nested (``tls.cert``: key ``cert`` of the mapping under ``tls``). Several
+    fields may come from one key (``listen`` gives host and port), one field from several keys,
+    and a field given no key is not read from the file at all.
+    """
+    return {_YAML_KEYS: keys}
+
+
+def yaml_keys(settings: type[DataclassInstance], under: str = "") -> tuple[str, ...]:
+    """The keys a settings dataclass is read from, each once, in field order.
+
+    ``under`` names a nested mapping (``"tls"``) to list its keys instead. These tuples are the
+    only lists of allowed keys: unknown-key errors and "did you mean" hints are made from them.
+    """
+    prefix = f"{under}." if under else ""
+    keys: dict[str, None] = {}
+    for item in fields(settings):
+        for key in item.metadata.get(_YAML_KEYS, (item.name,)):
+            if key.startswith(prefix):
+                keys.setdefault(key.removeprefix(prefix).split(".")[0])
+    return tuple(keys)
+
+
+def _without(keys: tuple[str, ...], *dropped: str) -> tuple[str, ...]:
+    return tuple(key for key in keys if key not in dropped)
+
+
 # -- sources ----------------------------------------------------------------------------------
 
-MODBUS_TABLES = ("holding", "input")
+# The values a choice key allows: each written once, as the type of the field that holds it; the
+# tuples (which the reader offers and lists in messages) are read back from the types.
+type ModbusTable = Literal["holding", "input"]
+type RegisterType = Literal["u16", "u32", "u64", "i32", "f32", "f64"]
+type WordOrder = Literal["big", "little"]
+type PointKind = Literal["counter", "total"]
+type SimulationMode = Literal["constant", "poisson"]
+type GpioEdge = Literal["rising", "falling", "both"]
+type GpioBias = Literal["as_is", "pull_up", "pull_down", "disabled"]
+type Framing = Literal["socket", "rtu"]
+type Parity = Literal["N", "E", "O"]
+MODBUS_TABLES: tuple[ModbusTable, ...] = get_args(ModbusTable.__value__)
+REGISTER_TYPES: tuple[RegisterType, ...] = get_args(RegisterType.__value__)
+WORD_ORDERS: tuple[WordOrder, ...] = get_args(WordOrder.__value__)
+POINT_KINDS: tuple[PointKind, ...] = get_args(PointKind.__value__)
+SIMULATION_MODES: tuple[SimulationMode, ...] = get_args(SimulationMode.__value__)
+GPIO_EDGES: tuple[GpioEdge, ...] = get_args(GpioEdge.__value__)
+GPIO_BIASES: tuple[GpioBias, ...] = get_args(GpioBias.__value__)
+FRAMINGS: tuple[Framing, ...] = get_args(Framing.__value__)
+PARITIES: tuple[Parity, ...] = get_args(Parity.__value__)
 # Register types and their width in 16-bit words (docs/reference/configuration.md).
-REGISTER_WORDS: dict[str, int] = {"u16": 1, "u32": 2, "u64": 4, "i32": 2, "f32": 2, "f64": 4}
-WORD_ORDERS = ("big", "little")
-POINT_KINDS = ("counter", "total")
-SIMULATION_MODES = ("constant", "poisson")
-GPIO_EDGES = ("rising", "falling", "both")
-GPIO_BIASES = ("as_is", "pull_up", "pull_down", "disabled")
-FRAMINGS = ("socket", "rtu")
-PARITIES = ("N", "E", "O")
+REGISTER_WORDS: dict[RegisterType, int] = {
+    "u16": 1,
+    "u32": 2,
+    "u64": 4,
+    "i32": 2,
+    "f32": 2,
+    "f64": 4,
+}
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 MAX_SIMULATED_RATE = 1000.0  # pulses/s: far above any real pulse output, cheap to simulate
 
@@ -332,7 +398,7 @@ class ModbusTcpSource:
     min_request_gap: Span | None = None  # None: 20 ms on TCP, 50 ms framed as RTU
     max_read_gap: int = 16
     max_read_registers: int = 125
-    framing: Literal["socket", "rtu"] = "socket"  # rtu: RTU frames over TCP (serial servers)
+    framing: Framing = "socket"  # rtu: RTU frames over TCP (serial servers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +409,7 @@ class ModbusRtuSource:
     id: str
     device: str
     baudrate: int = 9600
-    parity: Literal["N", "E", "O"] = "E"
+    parity: Parity = "E"
     stopbits: int = 1
     unit_id: int = 1
     poll_interval: Span = MICROS_PER_SECOND
@@ -382,12 +448,12 @@ class ModbusPoint:
     """A channel's register on a Modbus source; ``address`` is the 0-based PDU address."""
 
     id: str  # the source's id (YAML: source: {id: ...})
-    table: Literal["holding", "input"]
+    table: ModbusTable
     address: int
-    type: Literal["u16", "u32", "u64", "i32", "f32", "f64"]
-    word_order: Literal["big", "little"] = "big"
+    type: RegisterType
+    word_order: WordOrder = "big"
     rollover: int | float | None = None
-    kind: Literal["counter", "total"] = "counter"
+    kind: PointKind = "counter"
     pulses_per_count: float = 1.0
     max_rate: float | None = None  # plausible pulses/s; None: the source's default (1000)
 
@@ -403,7 +469,7 @@ class SimulatedPoint:
 
     id: str  # the source's id (YAML: source: {id: ...})
     rate: float
-    mode: Literal["constant", "poisson"] = "poisson"
+    mode: SimulationMode = "poisson"
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,34 +478,29 @@ class GpioPoint:
 
     id: str  # the source's id (YAML: source: {id: ...})
     line: int
-    edge: Literal["rising", "falling", "both"] = "falling"
+    edge: GpioEdge = "falling"
     debounce: Span = 10 * MILLISECOND
-    bias: Literal["as_is", "pull_up", "pull_down", "disabled"] = "as_is"
+    bias: GpioBias = "as_is"
     active_low: bool = False
 
 
 type PointConfig = ModbusPoint | SimulatedPoint | GpioPoint
 
-# Keys per source type: of the source entry, and of a channel's point on such a source.
-_MODBUS_POINT_KEYS = (
-    *("table", "address", "type", "word_order"),
-    *("rollover", "kind", "pulses_per_count", "max_rate"),
+# Per source type, in the order messages list the types: its entry under sources:, and a
+# channel's point on such a source.
+_SCHEMA: tuple[tuple[type[SourceConfig], type[PointConfig]], ...] = (
+    (ModbusTcpSource, ModbusPoint),
+    (ModbusRtuSource, ModbusPoint),
+    (SimulatedSource, SimulatedPoint),
+    (GpioSource, GpioPoint),
 )
-_POLLING_KEYS = (
-    *("unit_id", "poll_interval", "timeout", "retries", "backoff_max", "min_request_gap"),
-    *("max_read_gap", "max_read_registers"),
-)
+# The keys that depend on the type. "id" is common to all, and a source's "type" key picks the
+# class (it is a ClassVar, not a field): both are added where entries are read.
 SOURCE_KEYS: dict[str, tuple[str, ...]] = {
-    "modbus-tcp": ("host", "port", "framing", *_POLLING_KEYS),
-    "modbus-rtu": ("device", "baudrate", "parity", "stopbits", *_POLLING_KEYS),
-    "simulated": ("seed",),
-    "gpio": ("chip", "event_buffer_size"),
+    source.type: _without(yaml_keys(source), "id") for source, _ in _SCHEMA
 }
 POINT_KEYS: dict[str, tuple[str, ...]] = {
-    "modbus-tcp": _MODBUS_POINT_KEYS,
-    "modbus-rtu": _MODBUS_POINT_KEYS,
-    "simulated": ("rate", "mode"),
-    "gpio": ("line", "edge", "debounce", "bias", "active_low"),
+    source.type: _without(yaml_keys(point), "id") for source, point in _SCHEMA
 }
 SOURCE_TYPES = tuple(SOURCE_KEYS)
 _ALL_SOURCE_KEYS = tuple(dict.fromkeys(("id", "type", *sum(SOURCE_KEYS.values(), ()))))
@@ -471,7 +532,7 @@ def read_sources(reader: Reader, node: Node) -> tuple[list[SourceConfig], dict[s
         if source_id is not None and not SOURCE_ID.fullmatch(source_id):
             entries.problem("id", f"{source_id!r}: use lower-case letters, digits, _ and - only")
             source_id = None
-        checked = entries.get("type", partial(reader.choice, options=SOURCE_TYPES), required=True)
+        checked = entries.get("type", reader.one_of(SOURCE_TYPES), required=True)
         if source_id in first_line:
             first = first_line[source_id]
             entries.problem("id", f"duplicate source id {source_id!r} (first on line {first})")
@@ -491,9 +552,11 @@ def _modbus_tcp(entries: Entries, source_id: str) -> ModbusTcpSource | None:
     port = entries.get("port", partial(reader.integer, low=1, high=65535), 502)
     unit = entries.get("unit_id", partial(reader.integer, low=0, high=247), 1)
     poll, timeout = _polling(entries)
-    framing = entries.get("framing", partial(reader.choice, options=FRAMINGS), "socket")
+    framing: Framing | None = entries.get("framing", reader.one_of(FRAMINGS), "socket")
     pacing = _pacing(entries, poll)
-    if None in (host, port, unit, poll, timeout, framing) or pacing is None:
+    if host is None or port is None or unit is None or poll is None or timeout is None:
+        return None
+    if framing is None or pacing is None:
         return None
     return ModbusTcpSource(source_id, host, port, unit, poll, timeout, *pacing, framing)
 
@@ -502,16 +565,19 @@ def _modbus_rtu(entries: Entries, source_id: str) -> ModbusRtuSource | None:
     reader = entries.reader
     device = entries.get("device", partial(_device, reader), required=True)
     baudrate = entries.get("baudrate", partial(_baudrate, reader), 9600)
-    parity = entries.get("parity", partial(reader.choice, options=PARITIES), "E")
+    parity: Parity | None = entries.get("parity", reader.one_of(PARITIES), "E")
     stopbits = entries.get("stopbits", partial(reader.integer, low=1, high=2), 1)
     # Unit 0 is the serial broadcast address: no device answers it, so a poll cannot work.
     unit = entries.get("unit_id", partial(reader.integer, low=1, high=247), 1)
     poll, timeout = _polling(entries)
-    values = (device, baudrate, parity, stopbits, unit, poll, timeout)
     pacing = _pacing(entries, poll)
-    if None in values or pacing is None:
+    if device is None or baudrate is None or parity is None or stopbits is None:
         return None
-    return ModbusRtuSource(source_id, *values, *pacing)
+    if unit is None or poll is None or timeout is None or pacing is None:
+        return None
+    return ModbusRtuSource(
+        source_id, device, baudrate, parity, stopbits, unit, poll, timeout, *pacing
+    )
 
 
 def _simulated(entries: Entries, source_id: str) -> SimulatedSource | None:
@@ -548,7 +614,10 @@ def _polling(entries: Entries) -> tuple[Span | None, Span | None]:
     return poll, entries.get("timeout", read_timeout, MICROS_PER_SECOND)
 
 
-def _pacing(entries: Entries, poll: Span | None) -> tuple[object, ...] | None:
+type _Pacing = tuple[int, Span, Span | None, int, int]  # in the dataclasses' field order
+
+
+def _pacing(entries: Entries, poll: Span | None) -> _Pacing | None:
     """retries, backoff_max, min_request_gap, max_read_gap, max_read_registers.
 
     A good second master retries little, backs off, paces and coalesces its requests
@@ -564,8 +633,9 @@ def _pacing(entries: Entries, poll: Span | None) -> tuple[object, ...] | None:
     gap = entries.get("min_request_gap", read_gap, None)
     read_gap_registers = entries.get("max_read_gap", partial(reader.integer, low=0, high=124), 16)
     read_max = entries.get("max_read_registers", partial(reader.integer, low=1, high=125), 125)
-    values = (retries, backoff, read_gap_registers, read_max)
-    if None in values or ("min_request_gap" in entries and gap is None):
+    if retries is None or backoff is None or read_gap_registers is None or read_max is None:
+        return None
+    if "min_request_gap" in entries and gap is None:
         return None
     return retries, backoff, gap, read_gap_registers, read_max
 
@@ -637,12 +707,12 @@ def read_point(
 
 def _modbus_point(entries: Entries, source_id: str) -> ModbusPoint | None:
     reader = entries.reader
-    table = entries.get("table", partial(reader.choice, options=MODBUS_TABLES), required=True)
+    table: ModbusTable | None = entries.get("table", reader.one_of(MODBUS_TABLES), required=True)
     address = entries.get("address", partial(reader.integer, low=0, high=65535), required=True)
-    read_type = partial(reader.choice, options=tuple(REGISTER_WORDS))
-    register_type = entries.get("type", read_type, required=True)
-    word_order = entries.get("word_order", partial(reader.choice, options=WORD_ORDERS), "big")
-    kind_ = entries.get("kind", partial(reader.choice, options=POINT_KINDS), "counter")
+    read_type = reader.one_of(REGISTER_TYPES)
+    register_type: RegisterType | None = entries.get("type", read_type, required=True)
+    word_order: WordOrder | None = entries.get("word_order", reader.one_of(WORD_ORDERS), "big")
+    kind_: PointKind | None = entries.get("kind", reader.one_of(POINT_KINDS), "counter")
     per_count = entries.get("pulses_per_count", partial(reader.number, above=0), 1.0)
     rollover: int | float | None = entries.get("rollover", partial(reader.number, above=0))
     max_rate = entries.get("max_rate", partial(reader.number, above=0), None)
@@ -675,7 +745,7 @@ def _simulated_point(entries: Entries, source_id: str) -> SimulatedPoint | None:
     reader = entries.reader
     read_rate = partial(reader.number, above=0, at_most=MAX_SIMULATED_RATE)
     rate = entries.get("rate", read_rate, required=True)
-    mode = entries.get("mode", partial(reader.choice, options=SIMULATION_MODES), "poisson")
+    mode: SimulationMode | None = entries.get("mode", reader.one_of(SIMULATION_MODES), "poisson")
     if rate is None or mode is None:
         return None
     return SimulatedPoint(source_id, rate, mode)
@@ -684,13 +754,13 @@ def _simulated_point(entries: Entries, source_id: str) -> SimulatedPoint | None:
 def _gpio_point(entries: Entries, source_id: str) -> GpioPoint | None:
     reader = entries.reader
     line = entries.get("line", partial(reader.integer, low=0), required=True)
-    edge = entries.get("edge", partial(reader.choice, options=GPIO_EDGES), "falling")
+    edge: GpioEdge | None = entries.get("edge", reader.one_of(GPIO_EDGES), "falling")
     # Longer than a second would swallow real pulses: S0 outputs pulse for 30 ms and up.
     read_debounce = partial(reader.duration, at_most=MICROS_PER_SECOND)
     debounce = entries.get("debounce", read_debounce, 10 * MILLISECOND)
-    bias = entries.get("bias", partial(reader.choice, options=GPIO_BIASES), "as_is")
+    bias: GpioBias | None = entries.get("bias", reader.one_of(GPIO_BIASES), "as_is")
     active_low = entries.get("active_low", partial(boolean, reader), False)
-    if None in (line, edge, debounce, bias, active_low):
+    if line is None or edge is None or debounce is None or bias is None or active_low is None:
         return None
     return GpioPoint(source_id, line, edge, debounce, bias, active_low)
 
