@@ -28,11 +28,11 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 from zoneinfo import ZoneInfo, available_timezones
 
 import yaml
@@ -61,9 +61,14 @@ from gateway.config_sources import (
     read_point,
     read_sources,
     show,
+    yaml_key,
+    yaml_keys,
 )
 from gateway.core import UNITS, ChannelRules, Span, Unit, format_duration
 from gateway.core.timeline import MICROS_PER_SECOND
+from gateway.export.energycap import DEFAULT_TIME_FORMAT
+from gateway.export.energycap import FORMATS as EXPORT_FORMATS
+from gateway.export.energycap import VALUES as EXPORT_VALUES
 
 __all__ = [
     "BacnetSettings",
@@ -81,6 +86,7 @@ __all__ = [
     "ModbusTcpSource",
     "PointConfig",
     "Problem",
+    "RunConfig",
     "SimulatedPoint",
     "SimulatedSource",
     "SourceConfig",
@@ -94,48 +100,7 @@ CHANNEL_ID = re.compile(r"[a-z0-9_]+")
 # The ImportID is a column of the EnergyCAP files (comma- and whitespace-separated).
 IMPORT_ID = re.compile(r"[^\s,\"']+")
 
-TOP_LEVEL_KEYS = ("schema", "gateway", "bacnet", "metrics", "sources", "channels", "export")
-GATEWAY_KEYS = ("name", "state_dir", "timezone", "interval_retention")
-BACNET_KEYS = (
-    "address",
-    "port",
-    "device_instance",
-    "device_name",
-    "reset_allowed_from",
-    "location",
-    "description",
-    "foreign_device",
-)
-FOREIGN_DEVICE_KEYS = ("bbmd", "ttl")
-METRICS_KEYS = ("listen", "tls", "basic_auth")
-TLS_KEYS = ("cert", "key")
-BASIC_AUTH_KEYS = ("username", "password_file")
-EXPORT_KEYS = ("schedule",)
-SCHEDULE_KEYS = ("directory", "prefix", "format", "at", "value", "time_format", "utc")
-EXPORT_FORMATS = ("energycap1", "energycap3", "energycap4")
-EXPORT_VALUES = ("demand", "consumption")
-SECTION_KEYS = {
-    "gateway": GATEWAY_KEYS,
-    "bacnet": BACNET_KEYS,
-    "metrics": METRICS_KEYS,
-    "export": EXPORT_KEYS,
-}
 DEFAULT_RETENTION = 400 * 86400 * MICROS_PER_SECOND
-CHANNEL_KEYS = (
-    "id",
-    "import_id",
-    "unit",
-    "scale_factor",
-    "demand_window",
-    "demand_slide",
-    "initial_reading",
-    "reset_lockout",
-    "source",
-    "cov_increment",
-    "bacnet_instance_base",
-    "interval",
-)
-
 BACNET_PORT = 47808
 MAX_INSTANCE = 4194302  # 2**22 - 2: 4194303 is the "any instance" wildcard (ASHRAE 135 12.11)
 RESET_ALL_INSTANCE = 1  # binary-value 1 resets every channel (docs/reference/bacnet.md)
@@ -166,8 +131,8 @@ class GatewaySettings:
 class ForeignDevice:
     """``bacnet.foreign_device``: register with a BBMD to be seen across subnets."""
 
-    host: str
-    port: int
+    host: str = field(metadata=yaml_key("bbmd"))  # bbmd: HOST:PORT
+    port: int = field(metadata=yaml_key("bbmd"))
     ttl: int  # seconds; the registration is renewed before it runs out
 
 
@@ -215,12 +180,14 @@ class BacnetSettings:
 class MetricsSettings:
     """The ``metrics:`` section: where ``/metrics`` is served."""
 
-    host: str
-    port: int
-    tls_cert: Path | None = None  # PEM certificate chain: serve HTTPS
-    tls_key: Path | None = None
-    username: str | None = None  # Basic auth: the password is read from password_file at start
-    password_file: Path | None = None
+    host: str = field(metadata=yaml_key("listen"))  # listen: IP:PORT
+    port: int = field(metadata=yaml_key("listen"))
+    # PEM certificate chain: serve HTTPS
+    tls_cert: Path | None = field(default=None, metadata=yaml_key("tls.cert"))
+    tls_key: Path | None = field(default=None, metadata=yaml_key("tls.key"))
+    # Basic auth: the password is read from password_file at start
+    username: str | None = field(default=None, metadata=yaml_key("basic_auth.username"))
+    password_file: Path | None = field(default=None, metadata=yaml_key("basic_auth.password_file"))
 
     @property
     def listen(self) -> str:
@@ -238,7 +205,14 @@ class ChannelConfig:
 
     id: str
     import_id: str
-    rules: ChannelRules
+    # ChannelRules belongs to the core, which knows no YAML: the keys of its fields are named
+    # here (demand_window and demand_slide are its window and slide).
+    rules: ChannelRules = field(
+        metadata=yaml_key(
+            *("unit", "scale_factor", "demand_window", "demand_slide"),
+            *("initial_reading", "reset_lockout"),
+        )
+    )
     source: PointConfig | None = None
     cov_increment: float = 0.0
     bacnet_instance_base: int = 100
@@ -247,15 +221,19 @@ class ChannelConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """A validated configuration; the sections other than channels are None for replay."""
+    """A validated configuration; the sections other than channels are None for replay.
 
-    path: str
+    ``load_config(..., purpose="run")`` returns a ``RunConfig``, which always has them.
+    """
+
+    path: str = field(metadata=yaml_key())  # the file's name, not a key in it
     gateway: GatewaySettings | None
     bacnet: BacnetSettings | None
     metrics: MetricsSettings | None
     sources: tuple[SourceConfig, ...]
     channels: tuple[ChannelConfig, ...]
-    export: ExportSchedule | None = None
+    # The export: section holds only the schedule: mapping so far.
+    export: ExportSchedule | None = field(default=None, metadata=yaml_key("export.schedule"))
 
     def rules(self) -> dict[str, ChannelRules]:
         """Channel rules by id, in config order."""
@@ -311,6 +289,38 @@ class Config:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True, slots=True)
+class RunConfig(Config):
+    """A config validated for ``run`` (and ``check``): gateway and bacnet are always set."""
+
+    gateway: GatewaySettings
+    bacnet: BacnetSettings
+
+
+# The allowed keys of each mapping, read from the settings above. The parsing below reads each
+# key by name; a key missing here is reported as unknown, one missing there is never read.
+TOP_LEVEL_KEYS = ("schema", *yaml_keys(Config))  # schema is checked, not kept: there is one
+GATEWAY_KEYS = yaml_keys(GatewaySettings)
+BACNET_KEYS = yaml_keys(BacnetSettings)
+FOREIGN_DEVICE_KEYS = yaml_keys(ForeignDevice)
+METRICS_KEYS = yaml_keys(MetricsSettings)
+TLS_KEYS = yaml_keys(MetricsSettings, "tls")
+BASIC_AUTH_KEYS = yaml_keys(MetricsSettings, "basic_auth")
+EXPORT_KEYS = yaml_keys(Config, "export")
+SCHEDULE_KEYS = yaml_keys(ExportSchedule)
+CHANNEL_KEYS = yaml_keys(ChannelConfig)
+SECTION_KEYS = {
+    "gateway": GATEWAY_KEYS,
+    "bacnet": BACNET_KEYS,
+    "metrics": METRICS_KEYS,
+    "export": EXPORT_KEYS,
+}
+
+
+@overload
+def load_config(path: str | Path, *, purpose: Literal["run"]) -> RunConfig: ...
+@overload
+def load_config(path: str | Path, *, purpose: Purpose = "replay") -> Config: ...
 def load_config(path: str | Path, *, purpose: Purpose = "replay") -> Config:
     """Read and validate a config file; raise ``ConfigError`` listing every problem."""
     file = str(path)
@@ -324,6 +334,10 @@ def load_config(path: str | Path, *, purpose: Purpose = "replay") -> Config:
     return parse_config(text, file, purpose=purpose)
 
 
+@overload
+def parse_config(text: str, file: str = ..., *, purpose: Literal["run"]) -> RunConfig: ...
+@overload
+def parse_config(text: str, file: str = ..., *, purpose: Purpose = "replay") -> Config: ...
 def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "replay") -> Config:
     """Validate config ``text`` for ``purpose``; ``file`` names it in messages.
 
@@ -376,7 +390,11 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
         # Sorted by place: cross-checks run after the walk but belong where the file says.
         raise ConfigError(sorted(reader.problems, key=lambda p: (p.line, p.column)))
     channels = tuple(draft.config for draft in drafts if draft.config is not None)
-    return Config(file, gateway, bacnet, metrics, tuple(sources), channels, export)
+    if not run:
+        return Config(file, None, None, None, (), channels)
+    # Both sections are required for run: a missing or broken one was reported above.
+    assert gateway is not None and bacnet is not None
+    return RunConfig(file, gateway, bacnet, metrics, tuple(sources), channels, export)
 
 
 def _compose(text: str, file: str) -> Node:
@@ -447,12 +465,14 @@ def _export(entries: Entries, base_dir: Path) -> ExportSchedule | None:
         return None
     directory = schedule.get("directory", partial(_state_dir, reader, base_dir), required=True)
     prefix = schedule.get("prefix", partial(_prefix, reader), required=True)
-    fmt = schedule.get("format", partial(reader.choice, options=EXPORT_FORMATS), required=True)
+    fmt = schedule.get("format", reader.one_of(EXPORT_FORMATS), required=True)
     at = schedule.get("at", partial(_clock_time, reader), (0, 30))
-    value = schedule.get("value", partial(reader.choice, options=EXPORT_VALUES), "demand")
-    time_format = schedule.get("time_format", reader.text, "MM/dd/yyyy HH:mm")
+    value = schedule.get("value", reader.one_of(EXPORT_VALUES), "demand")
+    time_format = schedule.get("time_format", reader.text, DEFAULT_TIME_FORMAT)
     utc = schedule.get("utc", partial(boolean, reader), False)
-    if None in (directory, prefix, fmt, at, value, time_format, utc):
+    if directory is None or prefix is None or fmt is None or at is None or value is None:
+        return None
+    if time_format is None or utc is None:
         return None
     return ExportSchedule(directory, prefix, fmt, at, value, time_format, utc)
 
@@ -510,11 +530,14 @@ def _bacnet(entries: Entries) -> BacnetSettings | None:
     instance = entries.get("device_instance", read_instance, required=True)
     # Device names must be unique on the BACnet internetwork; the instance has to be already.
     name = entries.get("device_name", reader.text, f"pulse-gateway {instance}")
-    allowed = entries.get("reset_allowed_from", partial(_networks, reader), ())
+    nobody: tuple[IPv4Network, ...] = ()
+    allowed = entries.get("reset_allowed_from", partial(_networks, reader), nobody)
     location = entries.get("location", reader.text, "")
     description = entries.get("description", reader.text, "")
     foreign = entries.get("foreign_device", partial(_foreign_device, reader), None)
-    if None in (address, port, instance, name, allowed, location, description):
+    if address is None or port is None or instance is None or name is None or allowed is None:
+        return None
+    if location is None or description is None:
         return None
     if "foreign_device" in entries and foreign is None:
         return None
@@ -738,8 +761,11 @@ def _channel(
             entries.problem("source", "required key is missing")
             return draft
         point = read_point(reader, point_node, join(entries.path, "source"), types)
-    values = (channel_id, import_id, unit, scale, window, slide, initial, lockout, interval, cov)
-    if None in values or base is None or (types is not None and point is None):
+    if channel_id is None or import_id is None or unit is None or scale is None:
+        return draft
+    if window is None or slide is None or initial is None or lockout is None:
+        return draft
+    if interval is None or cov is None or base is None or (types is not None and point is None):
         return draft
     rules = ChannelRules(unit, scale, window, slide, initial, lockout)  # all checked above
     draft.config = ChannelConfig(channel_id, import_id, rules, point, cov, base, interval)
