@@ -23,7 +23,7 @@ import csv
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
-from typing import TextIO
+from typing import IO, TextIO
 
 from gateway.config import Config
 from gateway.core import (
@@ -89,7 +89,7 @@ def replay(
 def _run(
     config: Config,
     events: Iterable[str],
-    out: TextIO,
+    out: IO[str],  # the spool, which is an IO[str] but not a TextIO
     start: Instant | None,
     end: Instant | None,
     name: str,
