@@ -97,6 +97,8 @@ def configure(stream: TextIO | None = None, *, level: int = logging.INFO) -> Non
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
+        # structlog annotates the file as TextIO, but PrintLogger only print()s to it (write and
+        # flush), which LogStream has: the annotation is narrower than the use.
         logger_factory=structlog.PrintLoggerFactory(out),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
