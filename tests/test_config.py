@@ -1,4 +1,5 @@
-"""The config file (PRODUCT.md §4): every mistake reported at once, with its exact place."""
+"""The config file (docs/reference/configuration.md): every mistake reported at once, with its
+exact place."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The B6070 demand rules (seed 002, PRODUCT.md §2), one named test per rule."""
+"""The B6070 demand rules (docs/reference/demand-rules.md), one named test per rule."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def pulse(channel: Channel, t: int, count: int) -> list:
 def test_demand_is_delta_pulses_times_scale_times_units_scale_over_window(
     unit: str, units_scale: int
 ) -> None:
-    """Demand = deltaPulse * Scale_factor * units_Scale / Demand_Window (seed 002)."""
+    """Demand = deltaPulse * Scale_factor * units_Scale / Demand_Window (the B6070 manual)."""
     channel = Channel(rules(unit, scale=0.25, window="15min", slide="5min"), at("00:00:00"))
     pulse(channel, at("00:01:00"), 40)
     pulse(channel, at("00:14:59"), 20)
@@ -113,7 +113,7 @@ def test_peak_is_the_running_max_of_valid_demands() -> None:
 
 
 def test_reset_stores_the_peak_adds_it_to_cumulative_and_zeroes_it() -> None:
-    """At a reset: previous peak = peak; cumulative += peak; peak = 0; count + 1 (seed 002)."""
+    """At a reset: previous peak = peak; cumulative += peak; peak = 0; count + 1 (B6070)."""
     channel = Channel(rules(), at("00:00:00"))
     channel.pulses(at("00:00:10"), 2)
     run_to(channel, at("00:01:00"))

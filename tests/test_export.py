@@ -1,8 +1,9 @@
-"""EnergyCAP export (issue 6, PRODUCT.md §7): formats, pictures, numbers, DST and the drop file.
+"""EnergyCAP export (docs/reference/export-formats.md): formats, pictures, numbers, DST and the
+drop file.
 
-Expected files in tests/golden_export/ are written by hand, not generated; the seed_* files
-there are the sample rows of seed 001, copied verbatim, which must round-trip through a small
-reader of each format written here.
+Expected files in tests/golden_export/ are written by hand, not generated; the sample_* files
+there are EnergyCAP's own sample rows (docs/reference/export-formats.md), copied verbatim, which
+must round-trip through a small reader of each format written here.
 """
 
 from __future__ import annotations
@@ -124,11 +125,11 @@ def test_export_files_match_the_hand_written_files(
     assert warnings == []
 
 
-# -- the seed's samples round-trip ----------------------------------------------------------
+# -- EnergyCAP's samples round-trip ---------------------------------------------------------
 
 
-def seed_lines(name: str) -> list[str]:
-    """The lines of a seed sample file."""
+def sample_lines(name: str) -> list[str]:
+    """The lines of one of EnergyCAP's sample files."""
     return (GOLDEN / name).read_text().splitlines()
 
 
@@ -145,7 +146,7 @@ def read_format1(lines: list[str]) -> list[tuple[str, str, dict[str, str]]]:
 
 
 def read_format3(lines: list[str]) -> list[tuple[str, str, str, str]]:
-    """Format #3 rows as (TIMESTAMP, IMPORTID, UNIT, VALUE); the seed pads with spaces."""
+    """Format #3 rows as (TIMESTAMP, IMPORTID, UNIT, VALUE); the sample pads with spaces."""
     assert [name.strip() for name in lines[0].split(",")] == [
         "TIMESTAMP",
         "IMPORTID",
@@ -162,7 +163,7 @@ def read_format3(lines: list[str]) -> list[tuple[str, str, str, str]]:
 def read_format4(lines: list[str]) -> list[tuple[str, str, int, str, str, str]]:
     """Format #4 rows in long form: (ID, date, interval END as H*100+M, unit, value, A/E).
 
-    Reads both the seed's layout (a begin-time column and a ``<unit>_QT`` column per
+    Reads both the sample's layout (a begin-time column and a ``<unit>_QT`` column per
     quantity, 15-minute intervals) and ours (an end-time column, UNIT and VALUE).
     """
     header = lines[0].split()
@@ -187,8 +188,8 @@ def read_format4(lines: list[str]) -> list[tuple[str, str, int, str, str, str]]:
     return rows
 
 
-def seed_instant(stamp: str) -> int:
-    """A seed timestamp (MM/dd/yyyy HH:mm), read as UTC."""
+def sample_instant(stamp: str) -> int:
+    """A sample timestamp (MM/dd/yyyy HH:mm), read as UTC."""
     moment = datetime.strptime(stamp, "%m/%d/%Y %H:%M").replace(tzinfo=UTC)
     return parse_instant(moment.isoformat())
 
@@ -207,46 +208,46 @@ def kw_channels(records: list[IntervalRecord]) -> list[ExportChannel]:
     return [ExportChannel(meter, meter, UNITS["kWh"]) for meter in meters]
 
 
-def test_seed_format1_sample_round_trips() -> None:
-    """The seed's format #1 kW column, read and written back, is the seed's text without kVAR."""
-    seed = seed_lines("seed_format1.csv")
-    rows = read_format1(seed)
-    records = demand_records([(i, seed_instant(t), v["kw"], False) for i, t, v in rows])
+def test_energycap_format1_sample_round_trips() -> None:
+    """The sample's format #1 kW column, read and written back, is its text without kVAR."""
+    sample = sample_lines("sample_format1.csv")
+    rows = read_format1(sample)
+    records = demand_records([(i, sample_instant(t), v["kw"], False) for i, t, v in rows])
     out = io.StringIO()
     count = write_export(
         records, kw_channels(records), out, format="energycap1", value="demand", zone=None
     )
     ours = out.getvalue().splitlines()
-    without_kvar = [line.rsplit(",", 1)[0] for line in seed]
+    without_kvar = [line.rsplit(",", 1)[0] for line in sample]
     assert count == len(rows) == 12
-    assert ours[0] == "ImportID,Timestamp,KWValue"  # the seed writes kWValue: same unit
+    assert ours[0] == "ImportID,Timestamp,KWValue"  # the sample writes kWValue: same unit
     assert ours[1:] == without_kvar[1:]  # values (22.56, 22.368, 8.16...) byte for byte
     assert [(i, t, v) for i, t, v in read_format1(ours)] == [
         (i, t, {"kw": v["kw"]}) for i, t, v in rows
     ]
 
 
-def test_seed_format3_sample_round_trips() -> None:
-    """The seed's format #3 KW rows, read and written back, are the seed's rows unpadded."""
-    seed = seed_lines("seed_format3.csv")
-    rows = [row for row in read_format3(seed) if row[2] == "KW"]
-    records = demand_records([(i, seed_instant(t), v, False) for t, i, _, v in rows])
+def test_energycap_format3_sample_round_trips() -> None:
+    """The sample's format #3 KW rows, read and written back, are its rows unpadded."""
+    sample = sample_lines("sample_format3.csv")
+    rows = [row for row in read_format3(sample) if row[2] == "KW"]
+    records = demand_records([(i, sample_instant(t), v, False) for t, i, _, v in rows])
     out = io.StringIO()
     write_export(records, kw_channels(records), out, format="energycap3", value="demand", zone=None)
     ours = out.getvalue().splitlines()
-    assert ours == [seed[0].replace(", ", ",")] + [
-        line.replace(", ", ",") for line in seed[1:] if ", KW," in line
+    assert ours == [sample[0].replace(", ", ",")] + [
+        line.replace(", ", ",") for line in sample[1:] if ", KW," in line
     ]
     assert read_format3(ours) == rows
 
 
-@pytest.mark.parametrize("name", ["seed_format4.txt", "seed_format4_faq.txt"])
-def test_seed_format4_sample_round_trips(name: str) -> None:
-    """The seed's format #4 KW_QT and A/E columns survive a write, times moved to interval ends."""
-    rows = [row for row in read_format4(seed_lines(name)) if row[3] == "KW"]
+@pytest.mark.parametrize("name", ["sample_format4.txt", "sample_format4_faq.txt"])
+def test_energycap_format4_sample_round_trips(name: str) -> None:
+    """Format #4 samples: KW_QT and A/E columns survive a write, times moved to interval ends."""
+    rows = [row for row in read_format4(sample_lines(name)) if row[3] == "KW"]
     records = demand_records(
         [
-            (meter, seed_instant(f"{day} {end // 100:02d}:{end % 100:02d}"), kw, flag == "E")
+            (meter, sample_instant(f"{day} {end // 100:02d}:{end % 100:02d}"), kw, flag == "E")
             for meter, day, end, _, kw, flag in rows
         ]
     )
@@ -255,7 +256,7 @@ def test_seed_format4_sample_round_trips(name: str) -> None:
     ours = out.getvalue().splitlines()
     assert ours[0] == "ESI_ID INTV_REC_DT INTV_END_TM UNIT VALUE Estimated"
     assert read_format4(ours) == rows
-    assert len(rows) == len(seed_lines(name)) - 1
+    assert len(rows) == len(sample_lines(name)) - 1
 
 
 # -- pictures -------------------------------------------------------------------------------
@@ -274,13 +275,15 @@ def test_seed_format4_sample_round_trips(name: str) -> None:
         ("yyyyMMdd", datetime(2008, 9, 9), "20080909"),  # the FAQ's daily weather row
     ],
 )
-def test_seed_pictures_write_the_seed_examples(picture: str, moment: datetime, text: str) -> None:
-    """Every picture in the seed writes its own example timestamp."""
+def test_energycap_pictures_write_their_own_examples(
+    picture: str, moment: datetime, text: str
+) -> None:
+    """Every picture in EnergyCAP's documentation writes its own example timestamp."""
     assert parse_picture(picture)(moment) == text
 
 
 def test_hh_is_a_24_hour_hour_and_single_letters_are_unpadded() -> None:
-    """hh writes 13 for 1 pm (no AM/PM in the seed); M, d, H, h are unpadded; quotes are literal."""
+    """hh writes 13 for 1 pm (EnergyCAP has no AM/PM); M, d, H, h unpadded; quotes are literal."""
     moment = datetime(2026, 3, 8, 13, 5, 9)
     assert parse_picture("hh:mm")(moment) == "13:05"
     assert parse_picture("M/d/yy H:mm:ss")(datetime(2026, 3, 8, 7, 5, 9)) == "3/8/26 7:05:09"
@@ -665,7 +668,7 @@ def test_local_times_convert_back_to_their_instants() -> None:
 
 # -- the drop file --------------------------------------------------------------------------
 
-DAY = date(2004, 4, 6)  # seed 001: 'gss_20040406.csv'
+DAY = date(2004, 4, 6)  # EnergyCAP's sample drop file is 'gss_20040406.csv'
 
 
 def no_tmpfile(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,9 @@
-"""Replay golden files: the shared examples and hand-computed edge cases, run through the CLI.
+"""Replay golden files: the worked replay examples and hand-computed edge cases, via the CLI.
 
 Each folder under tests/golden holds config.yaml, events.csv, expected.csv (worked out by hand
-from PRODUCT.md §2, not produced by this code) and optionally args.txt. The examples in
-../shared/examples are also run when that folder is present, so a new example is a new test.
+from the demand rules in docs/reference/demand-rules.md, not produced by this code) and
+optionally args.txt; a new folder is a new test. The shared-replay-* folders are the worked
+examples of the replay format (docs/reference/commands.md).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 CASES = sorted(p for p in (HERE / "golden").iterdir() if p.is_dir())
-SHARED = HERE.parent.parent / "shared" / "examples"
-SHARED_CASES = sorted(p for p in SHARED.iterdir() if p.is_dir()) if SHARED.is_dir() else []
 
 
 def replay_output(case: Path) -> subprocess.CompletedProcess[str]:
@@ -42,7 +41,7 @@ def replay_output(case: Path) -> subprocess.CompletedProcess[str]:
 
 
 def assert_same_table(actual: str, expected: str) -> None:
-    """Numbers compared as numbers (1e-9 relative), text exactly (examples/README.md)."""
+    """Numbers compared as numbers (1e-9 relative), text exactly."""
     got = list(csv.reader(io.StringIO(actual)))
     want = list(csv.reader(io.StringIO(expected)))
     assert got[0] == want[0], "header"
@@ -58,7 +57,7 @@ def assert_same_table(actual: str, expected: str) -> None:
                 assert math.isclose(x, y, rel_tol=1e-9), f"row {number}: {g} != {w}"
 
 
-@pytest.mark.parametrize("case", CASES + SHARED_CASES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("case", CASES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_replay_matches_the_expected_table(case: Path) -> None:
     """`pulse-gateway replay` prints the expected boundary table for each golden case."""
     result = replay_output(case)
@@ -67,8 +66,7 @@ def test_replay_matches_the_expected_table(case: Path) -> None:
     assert_same_table(result.stdout, (case / "expected.csv").read_text())
 
 
-def test_the_shared_examples_are_bundled() -> None:
-    """Every shared example is also kept in tests/golden, so a clone alone can run them."""
+def test_the_worked_replay_examples_are_golden_cases() -> None:
+    """Both worked replay examples are in tests/golden, so a clone alone runs them."""
     bundled = {p.name.removeprefix("shared-") for p in CASES}
-    assert {p.name for p in SHARED_CASES} <= bundled
     assert {"replay-basic", "replay-edges"} <= bundled

@@ -1,4 +1,5 @@
-"""Interval records (PRODUCT.md §7): actual, estimated, lumped after a gap; they add up."""
+"""Interval records (docs/reference/export-formats.md): actual, estimated, lumped after a gap;
+they add up."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Invariants of the demand rules over random event logs (hypothesis).
 
-The strongest one compares the O(1) engine with a naive reading of PRODUCT.md §2 written here
-from scratch: for each boundary it scans the whole log.
+The strongest one compares the O(1) engine with a naive reading of the demand rules
+(docs/reference/demand-rules.md) written here from scratch: for each boundary it scans the whole
+log.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def run(rules: ChannelRules, events: list[Event], end_pad: int = 400 * SECOND) -
 def reference(
     rules: ChannelRules, events: list[Event], end_pad: int = 400 * SECOND
 ) -> list[Reading]:
-    """PRODUCT.md §2 read literally, scanning the whole log at every boundary."""
+    """The demand rules read literally, scanning the whole log at every boundary."""
     end = (events[-1].t if events else START) + end_pad
     window_seconds = rules.window / SECOND
     peak = previous = cumulative = 0.0
