@@ -49,15 +49,15 @@ from gateway.core import (
     IntervalMark,
     IntervalRecord,
     ResetOutcome,
+    Saved,
     Totals,
 )
+from gateway.core.checksum import ChannelVerdict, Ledger, judge, ledgers
 
 DB_NAME = "gateway.db"
 LOCK_NAME = "gateway.lock"
 APPLICATION_ID = 0x50474757  # "PGGW" in the file header: tells our databases from others
 BASELINE_READINGS = "baseline_readings"  # meta key: what each saved baseline was read from
-
-type Saved = tuple[ChannelRules, ChannelState]
 
 
 class StoreError(Exception):
@@ -153,6 +153,13 @@ _RESET_COLUMNS = (
     "reset_count_after"
 )
 _LOG_QUERY = f"SELECT id, {_RESET_COLUMNS} FROM resets ORDER BY id"
+# the accepted resets of each channel's current life (after its audit_from), in log order; a
+# channel with no row in channels (removed and forgotten) counts all of its rows
+_ACCEPTED_QUERY = (
+    "SELECT r.channel, r.previous_peak_after FROM resets r LEFT JOIN channels c"
+    " ON c.id = r.channel WHERE r.accepted = 1 AND r.id > coalesce(c.audit_from, 0)"
+    " ORDER BY r.id"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,37 +195,6 @@ class ResetRecord:
     reason: str
     before: Totals
     after: Totals
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelVerdict:
-    """The PRODUCT.md §6 checksum of one channel: saved totals against the reset audit."""
-
-    channel: str
-    status: Literal["ok", "broken", "removed"]  # removed: audit rows, no saved state
-    accepted_resets: int  # accepted resets logged in this life of the channel
-    logged_sum: float  # sum of their previous_peak_demand, in log order
-    cumulative_demand: float | None
-    reset_count: int | None
-    problems: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "broken"
-
-    def line(self) -> str:
-        """One line for ``pulse-gateway resets``."""
-        if self.status == "ok":
-            return (
-                f"{self.channel}: OK ({self.accepted_resets} resets, "
-                f"cumulative {self.cumulative_demand!r})"
-            )
-        if self.status == "removed":
-            return (
-                f"{self.channel}: NOT CHECKED: no saved state (removed from the configuration); "
-                f"{self.accepted_resets} accepted resets logged"
-            )
-        return f"{self.channel}: CHECKSUM BROKEN: {'; '.join(self.problems)}"
 
 
 class Store:
@@ -702,35 +678,18 @@ class Store:
 
     def verdict(self) -> list[ChannelVerdict]:
         """The checksum of every channel that has saved state or logged resets, by id."""
-        log_rows, saved_rows = self._query(
-            _LOG_QUERY,
-            "SELECT c.id, c.audit_from, s.cumulative_demand, s.reset_count"
+        accepted, saved_rows = self._query(
+            _ACCEPTED_QUERY,
+            "SELECT c.id, s.cumulative_demand, s.reset_count"
             " FROM channels c JOIN channel_state s ON s.channel = c.id",
         )
-        log = [_record(row) for row in log_rows]
+        logged = ledgers(accepted)
+        everyone = sorted({c for c, *_ in saved_rows} | logged.keys())
         saved = {row[0]: row[1:] for row in saved_rows}
-        verdicts = []
-        for channel in sorted(saved.keys() | {record.channel for record in log}):
-            audit_from, cumulative, count = saved.get(channel, (0, None, None))
-            logged = [r for r in log if r.channel == channel and r.accepted and r.id > audit_from]
-            total = 0.0
-            for record in logged:  # in log order, as the channel added them
-                total += record.after.previous_peak_demand
-            if cumulative is None:
-                verdicts.append(ChannelVerdict(channel, "removed", len(logged), total, None, None))
-                continue
-            problems = []
-            if not math.isclose(cumulative, total, rel_tol=1e-9, abs_tol=1e-9):
-                problems.append(
-                    f"cumulative_demand {cumulative!r} != sum of previous peaks {total!r}"
-                )
-            if count != len(logged):
-                problems.append(f"reset_count {count} != accepted resets logged {len(logged)}")
-            status: Literal["ok", "broken"] = "broken" if problems else "ok"
-            verdicts.append(
-                ChannelVerdict(channel, status, len(logged), total, cumulative, count, (*problems,))
-            )
-        return verdicts
+        return [
+            judge(channel, logged.get(channel, Ledger()), *saved.get(channel, (None, None)))
+            for channel in everyone
+        ]
 
 
 def format_resets(log: Sequence[ResetRecord], verdicts: Sequence[ChannelVerdict]) -> str:

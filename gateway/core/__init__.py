@@ -4,6 +4,7 @@ Nothing here reads a clock, touches a file or a socket, or logs: it is fed times
 and asked for readings, so a test can replay a year in seconds.
 """
 
+from gateway.core.checksum import ChannelVerdict, Ledger, judge, ledgers
 from gateway.core.demand import (
     Channel,
     ChannelRules,
@@ -13,7 +14,7 @@ from gateway.core.demand import (
     ResetOutcome,
     Totals,
 )
-from gateway.core.engine import ChannelReading, Engine
+from gateway.core.engine import ChannelReading, Engine, Saved
 from gateway.core.intervals import IntervalLog, IntervalMark, IntervalRecord
 from gateway.core.timeline import (
     Instant,
@@ -32,20 +33,25 @@ __all__ = [
     "ChannelReading",
     "ChannelRules",
     "ChannelState",
+    "ChannelVerdict",
     "DemandError",
     "Engine",
     "Instant",
     "IntervalLog",
     "IntervalMark",
     "IntervalRecord",
+    "Ledger",
     "Reading",
     "ResetOutcome",
+    "Saved",
     "Span",
     "TimeSyntaxError",
     "Totals",
     "Unit",
     "format_duration",
     "format_instant",
+    "judge",
+    "ledgers",
     "parse_duration",
     "parse_instant",
 ]

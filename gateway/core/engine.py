@@ -12,8 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.core.demand import Channel, ChannelRules, DemandError, Reading, ResetOutcome
+from gateway.core.demand import (
+    Channel,
+    ChannelRules,
+    ChannelState,
+    DemandError,
+    Reading,
+    ResetOutcome,
+)
 from gateway.core.timeline import Instant
+
+type Saved = tuple[ChannelRules, ChannelState]  # a channel as the store keeps it
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,41 @@ class Engine:
         engine.channels = dict(channels)
         engine._order = list(engine.channels.items())
         engine.now = max([now, *(channel.now for channel in engine.channels.values())])
+        engine.next_due = engine._earliest_boundary()
+        return engine
+
+    @staticmethod
+    def resume_instant(saved: Mapping[str, Saved], saved_at: Instant) -> Instant:
+        """The earliest instant a gateway may resume ``saved`` at: no channel goes back in
+        time (a clock that was ahead when the state was written makes the caller hold)."""
+        return max([saved_at, *(state.now for _, state in saved.values())])
+
+    @classmethod
+    def resume(
+        cls,
+        rules: Mapping[str, ChannelRules],
+        saved: Mapping[str, Saved],
+        saved_at: Instant,
+        now: Instant,
+    ) -> Engine:
+        """The configured channels (``rules``, in config order) at ``now`` after a downtime.
+
+        A saved channel continues exactly, offline from the last moment the old process was
+        alive through ``now`` (the downtime is an outage: no window over it is valid), then
+        takes its configured rules as a reload would. A channel with nothing saved starts at
+        ``now``, offline until its source reports. Every channel is offline afterwards.
+        """
+        engine = cls({}, now)
+        for channel_id, channel_rules in rules.items():
+            entry = saved.get(channel_id)
+            if entry is None:
+                channel = Channel(channel_rules, now)
+            else:
+                channel = _resumed(entry, saved_at, now)
+                channel.reconfigure(now, channel_rules)
+            channel.offline(now)
+            engine.channels[channel_id] = channel
+        engine._order = list(engine.channels.items())
         engine.next_due = engine._earliest_boundary()
         return engine
 
@@ -116,3 +160,68 @@ class Engine:
         """Reset every channel at one instant; each channel's own lockout still applies."""
         self._at(t)
         return {channel_id: channel.reset(t) for channel_id, channel in self._order}
+
+    # -- the channel set: reloads and resets that could not be stored ----------------------
+
+    def update(
+        self,
+        t: Instant,
+        rules: Mapping[str, ChannelRules],
+        *,
+        resumed: Mapping[str, Saved] | None = None,
+        offline: bool = False,
+    ) -> None:
+        """The channels of a new config from ``t`` on (a reload), in its order.
+
+        A kept channel keeps everything; one with new rules is reconfigured (counts, peaks
+        and resets kept, see ``Channel.reconfigure``); one no longer configured is dropped
+        (its last state is the caller's to save). A new channel continues from ``resumed``
+        if it was saved before (removed earlier and configured again), like a restart would,
+        else starts at ``t``; either way offline until its source reports. ``offline`` takes
+        every channel offline at ``t`` (their sources are restarting).
+
+        The ``channels`` mapping is changed in place: readers that hold it see the new set.
+        """
+        self._at(t)
+        kept = dict(self.channels)
+        self.channels.clear()
+        for channel_id, channel_rules in rules.items():
+            channel = kept.get(channel_id)
+            if channel is None:
+                entry = (resumed or {}).get(channel_id)
+                # one removed while running was last seen alive at its own last event (0)
+                channel = Channel(channel_rules, t) if entry is None else _resumed(entry, 0, t)
+                channel.offline(t)
+            if channel.rules != channel_rules:
+                channel.reconfigure(t, channel_rules)
+            if offline:
+                channel.offline(t)
+            self.channels[channel_id] = channel
+        self._order = list(self.channels.items())
+        self.next_due = self._earliest_boundary()
+
+    def offline_all(self, t: Instant) -> None:
+        """Every channel stops delivering at ``t`` (a clock step: nothing after it is timed)."""
+        self._at(t)
+        for channel in self.channels.values():
+            channel.offline(t)
+
+    def put_back(self, channel_id: str, state: ChannelState) -> None:
+        """Return a channel to ``state`` (taken earlier from it with its current rules):
+        a reset that could not be made durable is undone, as if it never happened."""
+        channel = self._channel(channel_id)
+        self.channels[channel_id] = Channel.restore(channel.rules, state)
+        self._order = list(self.channels.items())
+        self.next_due = self._earliest_boundary()
+
+
+def _resumed(entry: Saved, saved_at: Instant, now: Instant) -> Channel:
+    """A saved channel brought to ``now``, offline since the last moment it was seen alive."""
+    rules, state = entry
+    channel = Channel.restore(rules, state)
+    # the old process was alive until its last checkpoint, and at most until the channel's
+    # next boundary (it would have closed it otherwise)
+    down = max(channel.now, min(saved_at, channel.next_boundary - 1))
+    channel.offline(down)
+    channel.skip_to(now)
+    return channel
