@@ -50,45 +50,73 @@ class Source(Protocol):
         gateway was down arrive as catch-up. Empty for sources without one."""
         ...
 
+    def counters(self) -> Mapping[str, Mapping[str, int]]:
+        """Per counter name, per channel, how often something the metrics report happened:
+        ``glitches`` (implausible Modbus readings), ``lost_edges`` and ``late_edges`` (GPIO
+        edges whose time is unknown). Empty for sources that count none of these."""
+        ...
+
 
 class SourceError(Exception):
     """A source that cannot be built from the config; the message says why."""
 
 
-def build_sources(config: Config, baselines: Mapping[str, Baseline]) -> list[Source]:
+def build_sources(
+    config: Config, baselines: Mapping[str, Baseline], baseline_age: float | None = None
+) -> list[Source]:
     """One running source per configured source that has channels.
 
-    ``baselines`` are the saved raw readings per channel (see ``Source.baselines``).
+    ``baselines`` are the saved raw readings per channel (see ``Source.baselines``);
+    ``baseline_age`` how many seconds ago they were true, if known: a Modbus counter that
+    moved more than its ``max_rate`` allows in that time is a glitch, not pulses.
     """
+    from gateway.config_sources import (
+        GpioPoint,
+        GpioSource,
+        ModbusPoint,
+        ModbusRtuSource,
+        ModbusTcpSource,
+        SimulatedPoint,
+        SimulatedSource,
+    )
     from gateway.sources.simulated import SimulatedMeter, Simulator
 
-    # How old the saved baselines are, if the service says (it bounds a Modbus resume by
-    # max_rate); a plain mapping leaves it unknown.
-    baseline_age: float | None = getattr(baselines, "age_seconds", None)
     sources: list[Source] = []
     for source in config.sources:
         points = {c.id: c.source for c in config.channels if c.source and c.source.id == source.id}
         if not points:
             continue
-        if source.type == "simulated":
-            meters = {
-                channel: SimulatedMeter(point.rate, point.mode)  # type: ignore[union-attr]
-                for channel, point in points.items()
-            }
-            sources.append(Simulator(source.id, meters, seed=source.seed))  # type: ignore[union-attr]
-        elif source.type in ("modbus-tcp", "modbus-rtu"):
-            from gateway.sources.modbus import modbus_source
+        match source:
+            case SimulatedSource():
+                meters = {
+                    channel: SimulatedMeter(point.rate, point.mode)
+                    for channel, point in _typed(source.id, points, SimulatedPoint).items()
+                }
+                sources.append(Simulator(source.id, meters, seed=source.seed))
+            case ModbusTcpSource() | ModbusRtuSource():
+                from gateway.sources.modbus import modbus_source
 
-            sources.append(modbus_source(source, points, baselines, baseline_age))  # type: ignore[arg-type]
-        elif source.type == "gpio":
-            from gateway.sources.gpio import gpio_source
+                modbus = _typed(source.id, points, ModbusPoint)
+                sources.append(modbus_source(source, modbus, baselines, baseline_age))
+            case GpioSource():
+                from gateway.sources.gpio import gpio_source
 
-            sources.append(gpio_source(source, points))  # type: ignore[arg-type]
-        else:
-            raise SourceError(
-                f"source {source.id!r}: type {source.type} is not available in this version"
-            )
+                sources.append(gpio_source(source, _typed(source.id, points, GpioPoint)))
+            case _:
+                raise SourceError(
+                    f"source {source.id!r}: type {source.type} is not available in this version"
+                )
     return sources
+
+
+def _typed[P](source: str, points: Mapping[str, object], kind: type[P]) -> dict[str, P]:
+    """The points of one source, all of the kind it reads (the config loader ensures it)."""
+    typed = {}
+    for channel, point in points.items():
+        if not isinstance(point, kind):
+            raise SourceError(f"channel {channel!r}: its point does not fit source {source!r}")
+        typed[channel] = point
+    return typed
 
 
 def baseline_readings(config: Config) -> dict[str, str]:

@@ -151,6 +151,10 @@ class GpioSource:
         """GPIO edges leave no device count to resume from."""
         return {}
 
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Edges whose time is unknown, per channel: lost by the kernel, or read too late."""
+        return {"lost_edges": dict(self.lost_edges), "late_edges": dict(self.late_edges)}
+
     async def run(self, sink: PulseSink) -> None:
         """Request the lines, count their edges; request again after a failure; until cancelled."""
         loop = asyncio.get_running_loop()

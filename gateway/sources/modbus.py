@@ -354,7 +354,8 @@ class ModbusSource:
             points, max_gap=max_read_gap, max_count=min(max_read_registers, MAX_READ_REGISTERS)
         )
         saved = baselines or {}
-        since = None if baseline_age is None else time.monotonic() - baseline_age
+        # the saved value may have been read up to a poll before the checkpoint that saved it
+        since = None if baseline_age is None else time.monotonic() - baseline_age - poll_interval
         slack = _SLACK_S + timeout
         self._deltas: dict[str, ChannelDelta] = {}
         for channel, point in points.items():
@@ -391,6 +392,10 @@ class ModbusSource:
     def glitches(self) -> dict[str, int]:
         """Implausible readings per channel since start (a copy: for metrics)."""
         return {channel: delta.glitches for channel, delta in self._deltas.items()}
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Implausible readings per channel (``glitches``)."""
+        return {"glitches": self.glitches}
 
     def baselines(self) -> dict[str, Baseline]:
         """Per channel, the raw register value the reported pulses go up to."""

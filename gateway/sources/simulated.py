@@ -75,6 +75,10 @@ class Simulator:
         """A simulation has no device counter to resume from."""
         return {}
 
+    def counters(self) -> dict[str, dict[str, int]]:
+        """A simulation has no glitches and loses no edges."""
+        return {}
+
     async def run(self, sink: PulseSink) -> None:
         loop = asyncio.get_running_loop()
         sink.source_up(self.id, {})
