@@ -22,7 +22,7 @@ import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client import (
@@ -38,6 +38,9 @@ from prometheus_client.registry import Collector
 
 from gateway.core import Channel, Unit
 from gateway.logging import get_logger
+
+if TYPE_CHECKING:
+    from gateway.config import MetricsSettings
 
 __all__ = [
     "HEAD_LIMIT",
@@ -492,3 +495,27 @@ async def serve_metrics(
         await _answer(metrics, reader, writer, read_timeout, expected)
 
     return await asyncio.start_server(handle, host, port, limit=HEAD_LIMIT, ssl=tls)
+
+
+class MetricsError(Exception):
+    """The endpoint cannot start as configured (TLS or password file); the message says why."""
+
+
+async def open_endpoint(metrics: Metrics, settings: MetricsSettings) -> asyncio.Server:
+    """``serve_metrics`` as the ``metrics:`` section says: TLS and Basic auth read from their
+    files now, so a missing or empty file stops the gateway at start with its name."""
+    tls = credentials = None
+    try:
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.username is not None and settings.password_file is not None:
+            password = settings.password_file.read_text(encoding="utf-8").strip()
+            if not password:
+                raise MetricsError(f"{settings.password_file} holds no password")
+            credentials = (settings.username, password)
+    except (OSError, ssl.SSLError) as exc:
+        raise MetricsError(f"metrics TLS or password file: {exc}") from None
+    return await serve_metrics(
+        metrics, settings.host, settings.port, tls=tls, credentials=credentials
+    )

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bacpypes3.basetypes import (
@@ -88,20 +88,24 @@ _READERS: dict[Measure, Callable[[Channel], float]] = {
 
 
 class ChannelLink:
-    """One channel as BACnet sees it: its config, its live engine channel and its objects.
+    """One channel as BACnet sees it: its config, its objects, and its live engine channel.
 
-    ``channel`` is re-pointed by the server whenever the service may have replaced the engine's
-    Channel object (a reload, a reset that could not be stored); ``None`` means the engine has no
-    such channel, shown as a configuration-error fault.
+    The channel is looked up by id in the engine's live mapping on every read, so a channel
+    the engine replaces (a reload, a reset that could not be stored) is seen at once and
+    nothing needs re-pointing; no such channel shows as a configuration-error fault.
     """
 
-    __slots__ = ("channel", "config", "inputs", "reset")
+    __slots__ = ("_channels", "config", "inputs", "reset")
 
-    def __init__(self, config: ChannelConfig, channel: Channel | None) -> None:
+    def __init__(self, config: ChannelConfig, channels: Mapping[str, Channel]) -> None:
         self.config = config
-        self.channel = channel
+        self._channels = channels
         self.inputs: dict[Measure, ChannelInput] = {}
         self.reset: ResetValue | None = None
+
+    @property
+    def channel(self) -> Channel | None:
+        return self._channels.get(self.config.id)
 
     def reliability(self, measure: Measure | None) -> Reliability:
         channel = self.channel

@@ -23,7 +23,7 @@ REAL 5.0 and ENUMERATED 7 became ``BinaryPV(5)``/``BinaryPV(7)``), so the raw ta
 Lockout gets its own code so that an operator can tell "not now" from "not you".
 ``reset_all`` is refused (and counted) for every channel, and answers an Error only when no
 channel accepted it. Refusals that never reach the engine are counted with
-``view.count_rejection`` and audited with ``view.audit_refusal``; the origin is
+``view.count_rejection`` and audited with ``view.audit_refusals``; the origin is
 ``bacnet:HOST:PORT`` of the writer.
 """
 
@@ -84,7 +84,7 @@ class ResetWrites:
         self.view = view
         self.settings = settings
         self._channel_ids = channel_ids  # the channels reset_all resets, in config order
-        self._after_reset = after_reset  # re-link channels and evaluate COV
+        self._after_reset = after_reset  # evaluate COV
 
     def _refuse(
         self, target: ResetValue, reason: str, origin: str, error: ExecutionError
@@ -93,14 +93,8 @@ class ResetWrites:
         try:
             for channel in channels:
                 self.view.count_rejection(channel, reason)
-            # a refused reset_all is one audit row per channel; a view that can write them in
-            # one transaction (``audit_refusals``) spares a commit per channel
-            batch = getattr(self.view, "audit_refusals", None)
-            if batch is not None and len(channels) > 1:
-                batch(channels, reason, origin)
-            else:
-                for channel in channels:
-                    self.view.audit_refusal(channel, reason, origin)
+            # a refused reset_all is one audit row per channel, in one transaction
+            self.view.audit_refusals(channels, reason, origin)
         except Exception as exc:  # the writer still gets the refusal, not a storage error
             log.error("bacnet_refusal_not_audited", origin=origin, reason=reason, error=str(exc))
         log.info(

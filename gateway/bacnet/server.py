@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bacpypes3.basetypes import HostNPort, IPMode
@@ -60,7 +60,6 @@ from gateway.bacnet.startup import BacnetError, foreign_device, probe, route_sta
 from gateway.logging import get_logger
 
 if TYPE_CHECKING:
-    from gateway.bacnet.standalone import Standalone
     from gateway.config import BacnetSettings, ChannelConfig
     from gateway.core import Channel, ResetOutcome
 
@@ -92,8 +91,9 @@ MODEL_NAME = "pulse-gateway"
 class BacnetView(Protocol):
     """What the server needs from the service (``gateway.service.Gateway`` implements it)."""
 
-    def bacnet_channels(self) -> Iterable[tuple[ChannelConfig, Channel]]:
-        """(config, live engine channel) for every channel, in config order."""
+    def live_channels(self) -> Mapping[str, Channel]:
+        """The engine's channels by id: one mapping for the server's life, which the engine
+        changes in place (objects look their channel up in it on every read)."""
         ...
 
     def reset(self, channel_id: str, origin: str) -> ResetOutcome:
@@ -108,8 +108,9 @@ class BacnetView(Protocol):
         """Count a refused reset ("not_allowed", "bad_value") in the metrics."""
         ...
 
-    def audit_refusal(self, channel_id: str, reason: str, origin: str) -> None:
-        """Log a refused reset that never reached the engine in the reset audit."""
+    def audit_refusals(self, channel_ids: list[str], reason: str, origin: str) -> None:
+        """Log refused resets that never reached the engine in the reset audit (a refused
+        reset_all is one row per channel, in one transaction)."""
         ...
 
 
@@ -161,11 +162,10 @@ class BacnetServer:
         self.device = self._device()
         app = GatewayApplication.from_object_list([self.device])
         self.app = app
-        app.resets = ResetWrites(self.view, settings, self._channel_ids, self._after_reset)
+        app.resets = ResetWrites(self.view, settings, self._channel_ids, self.refresh)
         try:
             self._add(self._factory.reset_value(reset_all_point(), None))
             await self._add_channels(self._channels)
-            self.resync()
             await self._bind(host)
             if self._use_fast_path:
                 self.fast_path = await install_fast_path(app, self.lookup)
@@ -311,7 +311,7 @@ class BacnetServer:
         added = []
         built = 0
         for config in channels:
-            link = ChannelLink(config, None)
+            link = ChannelLink(config, self.view.live_channels())
             objects = [self._build(point, link) for point in channel_points(config)]
             self.links[config.id] = link  # first, so that a failure part-way can be undone
             for obj in objects:
@@ -339,12 +339,6 @@ class BacnetServer:
                 obj._app = None
                 self.lookup.remove(obj)
         self.links.pop(link.config.id, None)
-
-    def resync(self) -> None:
-        """Point every link at the service's current Channel object (O(channels))."""
-        live = {config.id: channel for config, channel in self.view.bacnet_channels()}
-        for channel_id, link in self.links.items():
-            link.channel = live.get(channel_id)
 
     async def reconfigure(self, channels: Sequence[ChannelConfig]) -> None:
         """Follow a reload: add, remove or rebuild channel objects; keep the unchanged ones.
@@ -381,7 +375,6 @@ class BacnetServer:
                 self._remove(self.links[config.id])
                 log.error("bacnet_channel_not_published", channel=config.id, problem=str(exc))
         self._channels = list(channels)
-        self.resync()
         if (added or removed) and self.device is not None:
             # 12.11.35: Database_Revision changes when objects are created or deleted
             self.device.databaseRevision = int(self.device.databaseRevision or 0) + 1
@@ -430,32 +423,11 @@ class BacnetServer:
                 self._refresh_handle = self._loop.call_later(COV_PACE_S, self._evaluate)
         return notified
 
-    def _after_reset(self) -> None:
-        self.resync()  # a reset that could not be stored replaces the engine's Channel
-        self.refresh()
-
     async def _sweep(self) -> None:
-        """Once a second: re-link channels and evaluate COV, in case a refresh was missed."""
+        """Once a second: evaluate COV, in case a refresh was missed."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
-                self.resync()
                 self.refresh()
             except Exception as exc:  # a service bug must not end COV for the whole run
                 log.error("bacnet_sweep_failed", error=repr(exc))
-
-
-async def bench_server(channels: int, port: int) -> Standalone:
-    """The real server over ``channels`` in-memory kWh channels on 127.0.0.1:``port``.
-
-    The hook ``bench/bacnet.py`` starts (its ``start_gateway``); ``close()`` stops it. The
-    bench reads its child's stdout, so the gateway's log lines go to stderr here.
-    """
-    import sys
-
-    from gateway.bacnet.standalone import standalone_server
-    from gateway.logging import configure
-
-    configure(sys.stderr)
-
-    return await standalone_server(channels, port)

@@ -2,14 +2,15 @@
 
 ``MemoryView`` is a ``BacnetView`` over a real ``gateway.core.Engine`` and nothing else: resets
 apply to the engine (nothing is stored), refusals are only counted. ``standalone_server``
-starts a ``BacnetServer`` over N such kWh channels on 127.0.0.1 (the hook ``bench/bacnet.py``
-calls through ``gateway.bacnet.server.bench_server``).
+starts a ``BacnetServer`` over N such kWh channels on 127.0.0.1; ``bench_server`` is the hook
+``bench/bacnet.py`` calls.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv4Network
 
@@ -34,11 +35,8 @@ class MemoryView:
     def now() -> int:
         return time.time_ns() // 1000
 
-    def bacnet_channels(self) -> Iterator[tuple[ChannelConfig, Channel]]:
-        for config in self.configs:
-            channel = self.engine.channels.get(config.id)
-            if channel is not None:
-                yield config, channel
+    def live_channels(self) -> Mapping[str, Channel]:
+        return self.engine.channels
 
     def _advance(self) -> int:
         t = max(self.now(), self.engine.now)
@@ -55,8 +53,8 @@ class MemoryView:
         key = (channel_id, reason)
         self.rejections[key] = self.rejections.get(key, 0) + 1
 
-    def audit_refusal(self, channel_id: str, reason: str, origin: str) -> None:
-        self.refusals.append((channel_id, reason, origin))
+    def audit_refusals(self, channel_ids: list[str], reason: str, origin: str) -> None:
+        self.refusals += [(channel_id, reason, origin) for channel_id in channel_ids]
 
 
 def memory_view(channels: int) -> MemoryView:
@@ -93,3 +91,15 @@ async def standalone_server(channels: int, port: int) -> Standalone:
     server = BacnetServer(view, settings, view.configs, version=__version__)
     await server.start()
     return Standalone(server)
+
+
+async def bench_server(channels: int, port: int) -> Standalone:
+    """The real server over ``channels`` in-memory kWh channels on 127.0.0.1:``port``.
+
+    The hook ``bench/bacnet.py`` starts (its ``start_gateway``); ``close()`` stops it. The
+    bench reads its child's stdout, so the gateway's log lines go to stderr here.
+    """
+    from gateway.logging import configure
+
+    configure(sys.stderr)
+    return await standalone_server(channels, port)
