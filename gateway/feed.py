@@ -39,7 +39,7 @@ class Feed:
         status: Status,
         *,
         changed: Callable[[], None],
-        sources_changed: Callable[[], None],
+        sources_changed: Callable[[], object],
         live: bool = False,
     ) -> None:
         """``changed``: something a BACnet subscriber may care about changed (cheap, called
@@ -144,7 +144,7 @@ class Feed:
                 mark = IntervalMark(t, channel.pulses_total, channel.consumption)
                 self.intervals.marks[channel_id] = mark
 
-    async def tick(self, watchdog: Callable[[], None]) -> None:
+    async def tick(self, watchdog: Callable[[], object]) -> None:
         """Close boundaries at their wall-clock instants; checkpoint every second."""
         while True:
             due = min(self.engine.next_due, self.checkpoints.due)

@@ -93,7 +93,7 @@ class GatewayView(Protocol):
         ...
 
 
-def _families() -> dict[str, Metric]:
+def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
     """Fresh, empty metric families: one set per scrape, so nothing is kept between scrapes."""
 
     def gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import Config
+from gateway.config import Config, RunConfig
 from gateway.sources import baseline_readings
 
 
@@ -39,7 +39,7 @@ class ReloadPlan:
     refused: str | None = None
 
 
-def plan_reload(old: Config, new: Config) -> ReloadPlan:
+def plan_reload(old: RunConfig, new: RunConfig) -> ReloadPlan:
     """What applying ``new`` to a gateway running ``old`` changes."""
     if Path(new.gateway.state_dir) != Path(old.gateway.state_dir):
         return ReloadPlan(

@@ -23,7 +23,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.config import Config
+from gateway.config import RunConfig
 from gateway.core import Instant
 from gateway.export import (
     VALUE_FIELDS,
@@ -49,7 +49,7 @@ class Schedule:
     """The timed jobs of one running gateway."""
 
     def __init__(
-        self, config: Config, store: Store, desk: ResetDesk, now: Callable[[], Instant]
+        self, config: RunConfig, store: Store, desk: ResetDesk, now: Callable[[], Instant]
     ) -> None:
         self.config = config  # the service replaces it on reload
         self.store = store

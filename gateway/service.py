@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from gateway import __version__
 from gateway.checkpoints import Checkpoints
 from gateway.clock import Timeline
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import ConfigError, RunConfig, load_config
 from gateway.core import Channel, Engine, IntervalLog, ResetOutcome, Unit
 from gateway.feed import Feed
 from gateway.logging import get_logger
@@ -77,7 +77,7 @@ class Gateway:
 
     def __init__(
         self,
-        config: Config,
+        config: RunConfig,
         *,
         timeline: Timeline | None = None,
         live: bool = False,
@@ -343,7 +343,7 @@ class Gateway:
         )
         return True
 
-    async def _apply(self, new: Config, plan: ReloadPlan) -> None:
+    async def _apply(self, new: RunConfig, plan: ReloadPlan) -> None:
         assert self.store is not None
         if plan.sources_changed:
             await self.sources.stop()
@@ -461,7 +461,7 @@ class Gateway:
         return int(self.metrics_server.sockets[0].getsockname()[1])
 
 
-def _interval_spans(config: Config) -> dict[str, int]:
+def _interval_spans(config: RunConfig) -> dict[str, int]:
     return {c.id: c.interval for c in config.channels}
 
 

@@ -697,14 +697,15 @@ def format_resets(log: Sequence[ResetRecord], verdicts: Sequence[ChannelVerdict]
 
     Totals in the table: ``peak_before`` is the peak the reset cleared, the rest are after it.
     """
-    header = ("id", "time", "channel", "source", "result", "peak_before", "previous_peak")
-    header += ("cumulative", "reset_count")
+    header: tuple[str, ...] = ("id", "time", "channel", "source", "result", "peak_before")
+    header += ("previous_peak", "cumulative", "reset_count")
     rows = [header]
     for r in log:
         result = "accepted" if r.accepted else f"refused ({r.reason})"
-        rows.append((str(r.id), _iso(r.time), r.channel, r.source, result))
-        rows[-1] += (repr(r.before.peak_demand), repr(r.after.previous_peak_demand))
-        rows[-1] += (repr(r.after.cumulative_demand), str(r.after.reset_count))
+        before, after = r.before, r.after
+        cells = [str(r.id), _iso(r.time), r.channel, r.source, result, repr(before.peak_demand)]
+        cells += [repr(after.previous_peak_demand), repr(after.cumulative_demand)]
+        rows.append((*cells, str(after.reset_count)))
     lines = []
     if log:
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -863,7 +864,10 @@ def _state_row(state: ChannelState) -> tuple:
 
 def _record(row: tuple) -> ResetRecord:
     totals_before, totals_after = Totals(*row[6:10]), Totals(*row[10:14])
-    return ResetRecord(*row[:4], bool(row[4]), row[5], totals_before, totals_after)
+    record_id, channel, time_us, source, accepted, reason = row[:6]
+    return ResetRecord(
+        record_id, channel, time_us, source, bool(accepted), reason, totals_before, totals_after
+    )
 
 
 def _totals_row(totals: Totals) -> tuple:

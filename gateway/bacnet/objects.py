@@ -160,7 +160,7 @@ class LiveStatus:
         raise TypeError(f"{type(self).__name__} must say how its reliability is read")
 
     @property
-    def statusFlags(self) -> StatusFlags:  # type: ignore[override]
+    def statusFlags(self) -> StatusFlags:
         return FLAGS_NORMAL if self.live_reliability() == NO_FAULT else FLAGS_FAULT
 
     @statusFlags.setter
@@ -168,7 +168,7 @@ class LiveStatus:
         """Computed; assignments from the constructor are ignored."""
 
     @property
-    def reliability(self) -> Reliability:  # type: ignore[override]
+    def reliability(self) -> Reliability:
         return self.live_reliability()
 
 
@@ -188,7 +188,7 @@ class ChannelInput(LiveStatus, GatewayObject, AnalogInputObject):
         return self._link.reliability(self._measure)
 
     @property
-    def presentValue(self) -> Real:  # type: ignore[override]
+    def presentValue(self) -> Real:
         return Real(self.live_value())
 
     # LiveCriteria's interface
@@ -221,7 +221,7 @@ class ResetValue(LiveStatus, GatewayObject, BinaryValueObject):
         return None if self._link is None else self._link.config.id
 
     @property
-    def presentValue(self) -> BinaryPV:  # type: ignore[override]
+    def presentValue(self) -> BinaryPV:
         return INACTIVE
 
     def cov_state(self) -> tuple[float, bool]:
@@ -275,7 +275,7 @@ class GatewayDevice(GatewayObject, DeviceObject):
     _object_types = None  # ObjectTypesSupported, built on first read
 
     @property
-    def protocolServicesSupported(self) -> ServicesSupported:  # type: ignore[override]
+    def protocolServicesSupported(self) -> ServicesSupported:
         if GatewayDevice._services is None:
             GatewayDevice._services = _services_supported()
         return GatewayDevice._services
@@ -285,7 +285,7 @@ class GatewayDevice(GatewayObject, DeviceObject):
         """Computed; assignments from the constructor are ignored."""
 
     @property
-    def protocolObjectTypesSupported(self) -> ObjectTypesSupported:  # type: ignore[override]
+    def protocolObjectTypesSupported(self) -> ObjectTypesSupported:
         if GatewayDevice._object_types is None:
             GatewayDevice._object_types = _object_types_supported()
         return GatewayDevice._object_types
@@ -358,8 +358,10 @@ class ObjectFactory:
         return units
 
     @staticmethod
-    def _stamp(cls: type, template: dict[str, Any], point: Point, object_type: ObjectType) -> Any:
-        obj = cls.__new__(cls)
+    def _stamp(
+        kind: type[Any], template: dict[str, Any], point: Point, object_type: ObjectType
+    ) -> Any:
+        obj = object.__new__(kind)  # no __init__: the template holds what it would have set
         attributes = obj.__dict__
         attributes.update(template)
         attributes["_app"] = None
