@@ -10,6 +10,10 @@ the nodes itself: duplicate keys, unknown keys (with "did you mean"), wrong type
 are all caught with their place. The node reader and the per-source-type schema live in
 ``gateway.config_sources``.
 
+The allowed keys of each mapping are not listed by hand: ``yaml_keys`` reads them from the
+settings dataclass the mapping becomes (a field's metadata names its key where the two differ),
+so a new setting is one field plus the line that reads it.
+
 Two purposes (docs/reference/commands.md):
 
 - ``replay`` reads what the demand rules need: ``channels:`` is required, a channel's
@@ -19,6 +23,7 @@ Two purposes (docs/reference/commands.md):
 - ``run`` (``pulse-gateway run`` and ``check``) validates everything and requires what the
   daemon needs: ``gateway`` (state_dir), ``bacnet`` (address, device_instance),
   ``sources`` and a ``source`` per channel; ``metrics`` is optional (absent = no endpoint).
+  It returns a ``RunConfig``, whose ``gateway`` and ``bacnet`` are typed as always present.
 """
 
 from __future__ import annotations
