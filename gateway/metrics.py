@@ -1,4 +1,4 @@
-"""Prometheus metrics (PRODUCT.md §8), computed from the live channels at scrape time.
+"""Prometheus metrics (docs/reference/metrics.md), computed from the live channels at scrape time.
 
 There is no second copy of the numbers: ``GatewayCollector`` reads the engine's
 ``gateway.core.Channel`` objects (and the service's source and reset bookkeeping) through a
@@ -201,7 +201,7 @@ class GatewayReading:
 
 
 class GatewayCollector(Collector):
-    """The §8 metric families, read from a ``GatewayView`` at each scrape."""
+    """The documented metric families, read from a ``GatewayView`` at each scrape."""
 
     def __init__(self, view: GatewayView) -> None:
         self._view = view
@@ -301,7 +301,7 @@ class _Scrape(Collector):
 
 
 class Metrics:
-    """The gateway's own registry: the §8 families, process and platform metrics, and the
+    """The gateway's own registry: the documented families, process and platform metrics, and the
     checkpoint duration histogram that the service observes."""
 
     def __init__(self, view: GatewayView) -> None:
@@ -455,7 +455,7 @@ async def _answer(
         async with asyncio.timeout(read_timeout):
             await writer.drain()
             # Closing with unread input makes the kernel send RST, which can destroy our answer
-            # before the client reads it (an oversized head); so half-close and drain briefly.
+            # before the client reads it (an oversized head); so half-close and drain for a moment.
             if writer.can_write_eof():
                 writer.write_eof()
         async with asyncio.timeout(_LINGER):

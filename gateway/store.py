@@ -1,7 +1,7 @@
 """The state store: channel state, checkpoints and the reset audit in one SQLite file.
 
-Theory of operation (PRODUCT.md §6)
------------------------------------
+Theory of operation (docs/reference/state-and-resets.md)
+--------------------------------------------------------
 ``{state_dir}/gateway.db`` holds what must survive a crash or a power cut: every channel's
 rules and ``ChannelState``, the instant of the last checkpoint, and the append-only log of every
 reset attempt. One process owns a state directory: ``Store.open`` takes an exclusive
@@ -123,7 +123,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             value TEXT NOT NULL)""",
     ),
     (
-        # 3: interval records (PRODUCT.md §7), written with the checkpoint at each interval end.
+        # 3: interval records (docs/reference/export-formats.md), written with the checkpoint at
+        # each interval end.
         # No foreign key: like the reset audit, interval data outlives a removed channel.
         f"""CREATE TABLE intervals (
             channel TEXT NOT NULL, end_us INTEGER NOT NULL, start_us INTEGER NOT NULL,

@@ -1,4 +1,4 @@
-"""The /metrics endpoint (PRODUCT.md §8): real engine, real HTTP, values read at scrape time."""
+"""The /metrics endpoint (docs/reference/metrics.md): real engine, real HTTP, live values."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from gateway.metrics import HEAD_LIMIT, Metrics, serve_metrics
 from tests.helpers import at, rules
 
 HOST = "127.0.0.1"
-CONTRACT = {  # PRODUCT.md §8: sample name -> label names
+CONTRACT = {  # docs/reference/metrics.md: sample name -> label names
     "pulse_gateway_pulses_total": {"channel"},
     "pulse_gateway_consumption": {"channel", "unit"},
     "pulse_gateway_demand": {"channel", "unit"},
@@ -241,7 +241,7 @@ async def test_reset_rejections_add_the_views_reasons_to_the_engines_lockouts() 
 
 @pytest.mark.asyncio
 async def test_exposes_exactly_the_contracts_names_and_labels() -> None:
-    """Every §8 name is exposed with its labels, counters typed counter, each with HELP text."""
+    """Every documented name is exposed with its labels, counters typed counter, with HELP text."""
     metrics = Metrics(View(make_engine()))
     metrics.checkpoint_duration.observe(0.004)
     async with serving(metrics) as port:

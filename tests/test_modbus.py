@@ -119,7 +119,7 @@ async def rig(
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        assert module.writes == 0  # a second master never writes (brief §3)
+        assert module.writes == 0  # a second master never writes (docs/design/sources.md)
 
 
 @pytest.mark.asyncio

@@ -1,4 +1,5 @@
-"""The SQLite state store (PRODUCT.md §6): exact state, one owner, a durable and checked audit.
+"""The SQLite state store (docs/reference/state-and-resets.md): exact state, one owner, a durable
+and checked audit.
 
 Every test uses a real SQLite file under tmp_path; nothing is mocked.
 """

@@ -1,4 +1,6 @@
-"""The BACnet/IP server of the gateway (PRODUCT.md §5): bacpypes3 objects over the live engine.
+"""The BACnet/IP server of the gateway: bacpypes3 objects over the live engine.
+
+docs/reference/bacnet.md describes what a client sees.
 
 ``BacnetServer`` is what the service starts and stops; ``gateway.bacnet.points`` describes the
 object map as plain data (no bacpypes3), for the server and for points lists. The server's

@@ -1,4 +1,6 @@
-"""The bacpypes3 Application of the gateway, with the fixes 0.0.110 needs (bacnet-brief §3.5).
+"""The bacpypes3 Application of the gateway, with the fixes 0.0.110 needs.
+
+Each fix is described, with the bacpypes3 code it works around, in docs/design/bacpypes3.md.
 
 - **Wildcard device instance.** 0.0.110 compares the request's ObjectIdentifier with
   ``("device", 4194303)``, which is never equal (ObjectType is not str), so reading

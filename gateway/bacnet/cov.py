@@ -2,8 +2,8 @@
 
 bacpypes3's COV machinery (``bacpypes3.local.cov``) is driven by property *assignments*: a
 detection algorithm hooks the object's ``__setattr__`` monitors and fires when code assigns
-``presentValue``. The gateway never assigns values (an assignment costs 110-300 µs, see
-shared/notes/bacnet-brief.md §6); its objects read the engine when asked. So this module keeps
+``presentValue``. The gateway never assigns values (an assignment costs 110-300 µs in 0.0.110,
+docs/design/bacpypes3.md, "Reads"); its objects read the engine when asked. So this module keeps
 bacpypes3's subscription bookkeeping (``Subscription``, ``Application._cov_detections``, lifetimes,
 the SubscribeCOV service) and replaces the detection:
 
@@ -12,7 +12,8 @@ the SubscribeCOV service) and replaces the detection:
   objects that have subscribers. ``evaluate()`` compares the live present-value and status-flags
   with what was last reported; the server calls it for those objects only (``refresh``).
 - Status changes (offline, demand not available) notify on their own: the flags are compared
-  directly, which is the brief's §3.2 workaround for bacpypes3's computed ``statusFlags``, built in.
+  directly: bacpypes3 computes ``statusFlags``, so a change of reliability alone would never
+  notify (docs/design/bacpypes3.md, "Change of value").
 - Analog objects notify when the value moved by at least the COV increment from the last
   reported value (13.1.3); an increment of 0 notifies on any change. Binary objects notify on
   any change.

@@ -7,9 +7,9 @@ updates. The objects hold the link, and their ``presentValue``, ``statusFlags`` 
 ``reliability`` are Python properties that compute the answer from the channel at read time.
 bacpypes3's ``Object.read_property`` calls a property's getter directly, so a ReadProperty or
 ReadPropertyMultiple costs one attribute read on the channel, and nothing is ever pushed into
-14,000 objects every second (an assignment costs 110-300 µs: shared/notes/bacnet-brief.md §6).
+14,000 objects every second (an assignment costs 110-300 µs: docs/design/bacpypes3.md, "Reads").
 
-Status (PRODUCT.md §2, §5):
+Status (docs/reference/bacnet.md, "Status flags and reliability"):
 
     channel offline             status-flags fault, reliability communication-failure,
                                 on all its objects (the reset binary-value too)
@@ -19,9 +19,10 @@ Status (PRODUCT.md §2, §5):
                                 code fits "the window is not complete yet")
     otherwise                   no-fault-detected
 
-Every object is read-only: ``write_property`` answers write-access-denied (brief §3.3: bacpypes3
-accepts writes to any property by default). Writes to the reset objects' present-value never
-reach ``write_property``: the application routes them to ``gateway.bacnet.resets``.
+Every object is read-only: ``write_property`` answers write-access-denied (bacpypes3 accepts
+writes to any property by default: docs/design/bacpypes3.md, "Writes"). Writes to the reset
+objects' present-value never reach ``write_property``: the application routes them to
+``gateway.bacnet.resets``.
 
 Construction: building a bacpypes3 local object through its constructor costs ~0.4-2 ms (each
 of ~40 properties is cast and probed with ``inspect.getattr_static``), i.e. 6-28 s for 2,000
@@ -74,7 +75,8 @@ FLAGS_FAULT = StatusFlags([0, 1, 0, 0])
 INACTIVE = BinaryPV("inactive")
 
 # 135 clause 12, Property_List of every object type: it does not include Object_Identifier,
-# Object_Name, Object_Type and Property_List (bacpypes3 0.0.110 lists them: brief §2)
+# Object_Name, Object_Type and Property_List (bacpypes3 0.0.110 lists them:
+# docs/design/bacpypes3.md, "The Device object")
 _NOT_IN_PROPERTY_LIST = frozenset({"objectIdentifier", "objectName", "objectType", "propertyList"})
 
 _READERS: dict[Measure, Callable[[Channel], float]] = {
@@ -131,7 +133,7 @@ class GatewayObject:
     async def write_property(
         self, attr: int | str, value: Any, index: int | None = None, priority: int | None = None
     ) -> None:
-        # brief §3.3: bacpypes3 would accept and apply the write; the standard answer for a
+        # bacpypes3 would accept and apply the write; the standard answer for a
         # property that exists but may not be written is write-access-denied (15.9.1.3.1)
         raise PropertyError("writeAccessDenied")
 
@@ -269,7 +271,7 @@ def _object_types_supported() -> ObjectTypesSupported:
 
 
 class GatewayDevice(GatewayObject, DeviceObject):
-    """The Device object, with the gaps bacpypes3 leaves filled (brief §2)."""
+    """The Device object, with the gaps bacpypes3 leaves filled (docs/design/bacpypes3.md)."""
 
     _services = None  # ServicesSupported, built on first read
     _object_types = None  # ObjectTypesSupported, built on first read

@@ -1,4 +1,4 @@
-"""The BACnet points of a configuration as plain data (PRODUCT.md §5).
+"""The BACnet points of a configuration as plain data (docs/reference/bacnet.md).
 
 One source of truth for the object map: the server builds its objects from these, and a points
 list for integrators (``pulse-gateway points``) can print them without starting a BACnet stack.
@@ -12,8 +12,9 @@ config loader resolves it into ``ChannelConfig.bacnet_instance_base``):
     binary-value base+1           {id}.reset     write active = reset this channel
     binary-value 1                reset_all      write active = reset every channel at one instant
 
-Units come from the fixed table of PRODUCT.md §2 (``gateway.core.units``): the consumption unit
-on ``.consumption``, the demand unit on the four demand objects, ``no-units`` on ``.reset_count``.
+Units come from the fixed table of docs/reference/demand-rules.md (``gateway.core.units``): the
+consumption unit on ``.consumption``, the demand unit on the four demand objects, ``no-units`` on
+``.reset_count``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gateway.config import ChannelConfig
 
-RESET_ALL_INSTANCE = 1  # binary-value 1 (PRODUCT.md §5)
+RESET_ALL_INSTANCE = 1  # binary-value 1 resets every channel (docs/reference/bacnet.md)
 RESET_ALL_NAME = "reset_all"
 NETWORK_PORT_INSTANCE = 1  # the B/IP port object bacpypes3 binds through (network-port 1)
 NETWORK_PORT_NAME = "bacnet_ip_port"  # no dot: cannot clash with a channel's "{id}.x" names

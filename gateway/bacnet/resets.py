@@ -1,4 +1,6 @@
-"""Writes to the reset objects: who may, what value, and what the writer is told (PRODUCT.md §5).
+"""Writes to the reset objects: who may, what value, and what the writer is told.
+
+docs/reference/bacnet.md, "Resets", is the contract.
 
 A write of ``active`` to ``{id}.reset`` (or ``reset_all``) performs the reset through the
 service, which applies it and makes it durable, and only then is the SimpleACK sent. The checks,
@@ -18,8 +20,9 @@ in order, and the answers (ASHRAE 135 clause 18 error class / code):
 
 The writer's address is checked before anything else so that an outsider learns nothing
 about the object; a write routed from another BACnet network is never allowed (its sender's
-IP address cannot be checked). bacpypes3 casts the value without a range check (brief §3.3:
-REAL 5.0 and ENUMERATED 7 became ``BinaryPV(5)``/``BinaryPV(7)``), so the raw tag is inspected.
+IP address cannot be checked). bacpypes3 casts the value without a range check (REAL 5.0 and
+ENUMERATED 7 became ``BinaryPV(5)``/``BinaryPV(7)``: docs/design/bacpypes3.md, "Writes"), so the
+raw tag is inspected.
 Lockout gets its own code so that an operator can tell "not now" from "not you".
 ``reset_all`` is refused (and counted) for every channel, and answers an Error only when no
 channel accepted it. Refusals that never reach the engine are counted with
@@ -53,7 +56,7 @@ def writer_host(source: Any) -> tuple[str, int] | None:
     """(host, port) of a B/IP writer on this network; None for routed or unknown sources.
 
     A write routed from another BACnet network arrives from a router on behalf of a device
-    whose IP address cannot be checked, so it is never allowed to reset (PRODUCT.md §5).
+    whose IP address cannot be checked, so it is never allowed to reset (docs/reference/bacnet.md).
     """
     if not isinstance(source, Address) or source.addrType != Address.localStationAddr:
         return None

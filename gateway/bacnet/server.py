@@ -1,4 +1,4 @@
-"""The BACnet/IP server: lifecycle, object set and COV evaluation (PRODUCT.md §5, issue 4).
+"""The BACnet/IP server: lifecycle, object set and COV evaluation (docs/reference/bacnet.md).
 
 The service owns one ``BacnetServer`` and talks to it through a small interface both ways:
 
@@ -6,7 +6,8 @@ The service owns one ``BacnetServer`` and talks to it through a small interface 
 - the service calls ``start``/``stop``, ``refresh()`` after anything that may change a value or
   a status (boundaries, pulses, sources up/down), and ``reconfigure`` after a reload.
 
-Start-up (bacnet-brief §3.7, §3.8):
+Start-up (docs/design/bacpypes3.md, "Building the application" and "Start-up failures bacpypes3
+hides"):
 
 1. Probe the address (``gateway.bacnet.startup.probe``): refuse, with a message for a person,
    an address:port another process holds (bacpypes3's SO_REUSEPORT would share it silently) or

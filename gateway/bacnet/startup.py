@@ -1,4 +1,7 @@
-"""Start-up checks and plumbing of the BACnet server (bacnet-brief §3.6, §3.8).
+"""Start-up checks and plumbing of the BACnet server.
+
+The bacpypes3 behaviour they answer is in docs/design/bacpypes3.md, "Start-up failures bacpypes3
+hides", "Building the application" and "Logging".
 
 - ``probe``: bacpypes3 binds with SO_REUSEPORT, so a second gateway on the same address:port
   would start silently and share the traffic; a plain socket bound *without* SO_REUSEPORT fails

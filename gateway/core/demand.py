@@ -1,7 +1,7 @@
 """The demand rules of one channel: the Cimetrics B6070 behaviour, made exact.
 
-Theory of operation (PRODUCT.md §2, seed 002)
----------------------------------------------
+Theory of operation (docs/reference/demand-rules.md)
+----------------------------------------------------
 A channel counts pulses. Time is cut at *slide boundaries*, the whole multiples of the slide S
 since 1970-01-01T00:00:00Z; each *interval* [b-S, b) is half-open, so a pulse at exactly b
 belongs to the next interval. The last W/S closed intervals form the *window* [b-W, b).
@@ -117,7 +117,7 @@ class ResetOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ChannelState:
-    """A channel's whole state as plain values: saved and restored exactly (issue 3).
+    """A channel's whole state as plain values, saved and restored exactly across a restart.
 
     ``window_intervals`` holds the pulse counts of the last W/S closed intervals, oldest first.
     """

@@ -1,10 +1,10 @@
 """Many channels on one timeline: boundaries in time order, then in config order.
 
-The engine owns the order of things across channels (PRODUCT.md §2, §3): every boundary b <= t
-of every channel is closed before an event at t is applied, and readings at one instant come in
-config order. It is what ``replay`` drives from a file and what the service drives from sources
-and the wall clock. Like the rest of the core it never reads a clock: ``advance(t)`` is told
-what time it is.
+The engine owns the order of things across channels (docs/reference/demand-rules.md, "Events
+at one instant"): every boundary b <= t of every channel is closed before an event at t is
+applied, and readings at one instant come in config order. It is what ``replay`` drives from a
+file and what the service drives from sources and the wall clock. Like the rest of the core it
+never reads a clock: ``advance(t)`` is told what time it is.
 """
 
 from __future__ import annotations

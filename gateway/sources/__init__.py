@@ -10,7 +10,7 @@ engine, so all time handling lives in one place (gateway/clock.py).
   channels are offline from now on.
 - ``sink.source_up(source, catch_up)``: it delivers again; ``catch_up`` holds the pulses per
   channel that accumulated meanwhile (a Modbus counter kept counting), which count in
-  consumption but in no demand window (PRODUCT.md §2).
+  consumption but in no demand window (docs/reference/demand-rules.md).
 """
 
 from __future__ import annotations

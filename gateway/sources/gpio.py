@@ -2,14 +2,14 @@
 
 ``gpiod`` is the optional extra ``gpio`` and is imported only when a GPIO source is built. One
 line request per source (one chip) holds every channel's line, configured as an input with
-(sources brief §4):
+(docs/design/sources.md, "libgpiod v2"):
 
 - ``edge``: the counted logical edge, ``rising`` | ``falling`` | ``both``. ``both`` is 3-wire KYZ
   (Form C) use: every transition K-Y and K-Z is one pulse, so the meter's pulse value must be the
-  one per transition, twice the 2-wire rate for the same energy (brief §5). ``active_low`` swaps
-  rising and falling, since libgpiod edges are on the logical value;
+  one per transition, twice the 2-wire rate for the same energy (docs/commissioning.md).
+  ``active_low`` swaps rising and falling, since libgpiod edges are on the logical value;
 - ``debounce``: done by the kernel (or the GPIO controller), so a bouncing contact yields one
-  event; pick it below the shortest pulse and the shortest gap (S0: 30 ms, brief §5);
+  event; pick it below the shortest pulse and the shortest gap (S0: 30 ms, docs/commissioning.md);
 - ``bias``: ``as_is`` (default: leave the board's resistors alone) | ``pull_up`` | ``pull_down`` |
   ``disabled``; a dry contact needs a pull-up;
 - events stamped by the kernel on CLOCK_MONOTONIC.
@@ -18,7 +18,7 @@ Events are read on the asyncio loop: the request's file descriptor is registered
 ``loop.add_reader`` and each wake-up reads what the kernel has queued. Two cases are not timed
 pulses, and both go to the sink as **catch-up** (a zero-length outage: ``source_down`` then
 ``source_up`` with the pulses), so they count in consumption but in no demand window, exactly like
-the pulses a Modbus counter kept through an outage (PRODUCT.md §2):
+the pulses a Modbus counter kept through an outage (docs/reference/demand-rules.md):
 
 - **lost edges**: the kernel buffer keeps ``event_buffer_size`` events and discards the oldest on
   overflow; each line's ``line_seqno`` goes up by one per event from 1, so a gap of N is N edges
@@ -49,7 +49,7 @@ from gateway.logging import get_logger
 from gateway.sources import PulseSink, SourceError
 
 MAX_EVENT_DELAY_S = 1.0  # a slide is at least 1 s: later than this, the window may be wrong
-DEFAULT_BUFFER = 256  # events; the kernel's default is only 16 per line (brief §4)
+DEFAULT_BUFFER = 256  # events; the kernel's default is only 16 per line (docs/design/sources.md)
 KERNEL_BUFFER_MAX = 1024  # the kernel caps a request's buffer at 16 x 64 lines
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 60.0

@@ -1,12 +1,12 @@
 """The Modbus source: pulse-counter modules and meter registers over Modbus TCP or RTU.
 
 The gateway is usually a *second* master on a device that a SCADA or power-monitoring system
-also reads (seeds/000), so it behaves like a good one (sources brief §3):
+also reads, so it behaves like a good one (docs/design/sources.md, "A good second master"):
 
 - **read-only**: only FC3/FC4 reads, never a write (clearing a shared counter would corrupt the
   other master's totals); deltas are computed from the raw register with wrap arithmetic;
 - **one connection** per source, opened by our own loop: pymodbus never retries a failed first
-  ``connect()`` and its own reconnect backs off to 300 s (brief §2), so it is disabled
+  ``connect()`` and its own reconnect backs off to 300 s (docs/design/sources.md), so it is disabled
   (``reconnect_delay=0``) and we reconnect with capped exponential backoff and jitter, forever;
 - **paced**: at least ``min_request_gap`` between the end of one request and the next, one poll
   cycle per ``poll_interval`` on a fixed grid, missed cycles skipped: never a burst after an
@@ -28,11 +28,11 @@ the last good reading, out of the register's range, NaN) is a **glitch**: logged
 transient and nothing is lost; if it agrees with the glitch value instead, the device was reset
 or replaced and the baseline is resynced to it (the counts between the last good reading and
 that value are unknowable and not invented). ``max_rate`` defaults to 1000 pulses/s: 20 times a
-3-wire KYZ output's 50/s (brief §5), yet far below any 32-bit reset jump.
+3-wire KYZ output's 50/s, yet far below any 32-bit reset jump.
 
 Outages (timeout, exception response, refused or dropped connection): ``source_down`` once, then
 on the first good poll ``source_up`` with the pulses counted through the outage as catch-up, so
-they reach consumption but no demand window (PRODUCT.md §2).
+they reach consumption but no demand window (docs/reference/demand-rules.md).
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ from gateway.logging import get_logger
 from gateway.sources import Baseline, PulseSink, SourceError
 
 DEFAULT_MAX_RATE = 1000.0  # pulses/s; see the module docstring
-DEFAULT_RETRIES = 1  # brief §3: 0-1 retries; more only delays the outage flag
+DEFAULT_RETRIES = 1  # 0-1 retries: more only delays the outage flag (docs/design/sources.md)
 DEFAULT_BACKOFF_MAX_S = 60.0
 DEFAULT_GAP_TCP_S = 0.02
-DEFAULT_GAP_RTU_S = 0.05  # RTU needs an idle line between frames (brief §3)
+DEFAULT_GAP_RTU_S = 0.05  # RTU needs an idle line between frames (docs/design/sources.md)
 DEFAULT_MAX_READ_GAP = 16  # registers read and thrown away to save a request
 MAX_READ_REGISTERS = 125  # the protocol's limit for FC3/FC4
 _SPLIT_CODES = frozenset({2, 3})  # illegal address / illegal value: often a merged read's fault
@@ -503,7 +503,8 @@ class ModbusSource:
             except (ModbusException, OSError, TimeoutError):
                 reason, timed_out = f"no answer within {self.timeout:g} s", True
             else:
-                # exceptions are returned, not raised (brief §2)
+                # pymodbus returns exception responses, it does not raise them
+                # (docs/design/sources.md)
                 if not response.isError() and len(response.registers) >= block.count:
                     return list(response.registers[: block.count])
                 code = getattr(response, "exception_code", None)
@@ -518,7 +519,8 @@ class ModbusSource:
             attempt += 1
             if timed_out and self._rtu:
                 # RTU replies carry no transaction id: let a late one arrive (and be dropped as
-                # unsolicited) before the retry, or it would pass for the retry's answer (§2)
+                # unsolicited) before the retry, or it would pass for the retry's answer
+                # (docs/design/sources.md)
                 await asyncio.sleep(self.timeout)
 
     async def _pace(self) -> None:
@@ -542,7 +544,7 @@ class ModbusSource:
             return
         log.info("modbus_source_up", source=self.id, endpoint=str(self.endpoint), catch_up=counted)
         self.up = True
-        sink.source_up(self.id, counted)  # counted through the outage: no window (§2)
+        sink.source_up(self.id, counted)  # counted through the outage: in no demand window
 
     def _went_down(self, sink: PulseSink, reason: str) -> None:
         if self.up is not False:
