@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import yaml
 from yaml.nodes import Node, SequenceNode
 
+from gateway.bacnet.points import RESET_ALL_INSTANCE
 from gateway.config_sources import (
     ConfigError,
     Entries,
@@ -108,7 +109,6 @@ IMPORT_ID = re.compile(r"[^\s,\"']+")
 DEFAULT_RETENTION = 400 * 86400 * MICROS_PER_SECOND
 BACNET_PORT = 47808
 MAX_INSTANCE = 4194302  # 2**22 - 2: 4194303 is the "any instance" wildcard (ASHRAE 135 12.11)
-RESET_ALL_INSTANCE = 1  # binary-value 1 resets every channel (docs/reference/bacnet.md)
 OBJECTS_PER_CHANNEL = 6  # analog-inputs base+1..base+6 (and one binary-value at base+1)
 DEFAULT_INTERVAL: Span = 15 * 60 * MICROS_PER_SECOND
 DEFAULT_GATEWAY_NAME = "pulse-gateway"
