@@ -3,6 +3,7 @@ reads, and the configs the package carries."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 import subprocess
@@ -73,7 +74,8 @@ def make_state(db_dir: Path, tamper: bool = False) -> Path:
         )
     db = db_dir / "gateway.db"
     if tamper:
-        with sqlite3.connect(db) as conn:
+        # closing(): sqlite3's own context manager commits but leaves the connection open
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
             conn.execute("UPDATE channel_state SET cumulative_demand = 1.5 WHERE channel = 'gas'")
     return db
 

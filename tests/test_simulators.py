@@ -59,28 +59,29 @@ def cli(arguments: str) -> pytest.MarkDecorator:
 def simulator(request: pytest.FixtureRequest) -> Iterator[Running]:
     """The CLI on free ports (more arguments as the indirect parameter), stopped afterwards."""
     command = [sys.executable, "-m", "simulators.modbus_counter", "--port", "0"]
-    process = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes its pipes
         [*command, "--control-port", "0", *getattr(request, "param", "").split()],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert process.stdout is not None
-        readable, _, _ = select.select([process.stdout], [], [], WAIT_S)  # bounded wait
-        ready = json.loads(process.stdout.readline() if readable else "{}")  # the ports
-        assert ready, process.stderr.read() if process.stderr else "no output"
-        control = socket.create_connection(("127.0.0.1", ready["control_port"]), timeout=WAIT_S)
-        with control, control.makefile("r") as lines:
-            yield Running(process, ready, control, lines)
-    finally:
-        process.terminate()
+    ) as process:
         try:
-            process.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=WAIT_S)
+            assert process.stdout is not None
+            readable, _, _ = select.select([process.stdout], [], [], WAIT_S)  # bounded wait
+            ready = json.loads(process.stdout.readline() if readable else "{}")  # the ports
+            assert ready, process.stderr.read() if process.stderr else "no output"
+            address = ("127.0.0.1", ready["control_port"])
+            control = socket.create_connection(address, timeout=WAIT_S)
+            with control, control.makefile("r") as lines:
+                yield Running(process, ready, control, lines)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=WAIT_S)
 
 
 def test_help_describes_the_control_commands() -> None:
