@@ -1,13 +1,14 @@
 """BACnet benchmark: ReadProperty and RPM throughput and latency, bare bacpypes3 vs the fast path.
 
 For each channel count (default 100 and 2,000) the script starts one child process per server
-kind, each building the same object map (PRODUCT.md §5: per channel six analog-inputs at
-base+1..base+6 and the reset binary-value at base+1, base = 100 * k; plus reset_all and the
-Device), and measures them one after the other from this process with a raw-UDP client (no BACnet
-stack on the client side) that keeps ``--inflight`` confirmed requests outstanding for
-``--seconds`` seconds. Every server is built at once (in parallel) and measured ``--repeat``
-times in interleaved rounds; the best run counts (noise from the rest of a shared machine only
-ever slows a run down, and interleaving spreads it over all servers). The loads:
+kind, each building the same object map (docs/reference/bacnet.md: per channel six
+analog-inputs at base+1..base+6 and the reset binary-value at base+1, base = 100 * k; plus
+reset_all and the Device), and measures them one after the other from this process with a
+raw-UDP client (no BACnet stack on the client side) that keeps ``--inflight`` confirmed
+requests outstanding for ``--seconds`` seconds. Every server is built at once (in parallel) and
+measured ``--repeat`` times in interleaved rounds; the best run counts (noise from the rest of a
+shared machine only ever slows a run down, and interleaving spreads it over all servers). The
+loads:
 
 - RP:  ReadProperty present-value of objects spread over every channel;
 - RPM: ReadPropertyMultiple of one channel's seven objects, present-value and status-flags
@@ -69,7 +70,7 @@ READY_TIMEOUT = 600.0  # seconds a child may take to build its objects
 LOST_AFTER = 2.0  # seconds without a reply before a request counts as lost
 
 # --------------------------------------------------------------------------------------------
-# The object map (PRODUCT.md §5), shared by every server kind
+# The object map (docs/reference/bacnet.md), shared by every server kind
 # --------------------------------------------------------------------------------------------
 
 UNITS_CYCLE = (  # (consumption units, demand units), bacpypes3 names, one per channel in turn
@@ -237,8 +238,9 @@ async def start_gateway(channels: int, port: int) -> Running:
 
     Contract (to wire when that module lands): ``gateway.bacnet.server`` provides
     ``async def bench_server(channels: int, port: int) -> object`` that starts the real server,
-    with ``channels`` simulated channels and the §5 object map, bound to 127.0.0.1:``port``, and
-    returns an object with ``close()`` (sync or async). Until then this raises Unavailable.
+    with ``channels`` simulated channels and the object map of docs/reference/bacnet.md, bound to
+    127.0.0.1:``port``, and returns an object with ``close()`` (sync or async). Until then this
+    raises Unavailable.
     """
     try:
         module = importlib.import_module("gateway.bacnet.server")

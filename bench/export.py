@@ -16,7 +16,7 @@ and for 30 days (its imports alone take ~35 MiB). A child's peak RSS includes it
 the moment it was started (Linux counts the memory the child shared with it until exec), so the
 parent stays small: the database is built in a child of its own.
 
-Target (issue 6): < 10 s and memory flat in the number of rows. Figures, not assertions: the
+Target: < 10 s and memory flat in the number of rows. Figures, not assertions: the
 machine is shared and noisy. `python bench/export.py --help` for sizes and formats.
 """
 

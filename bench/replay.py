@@ -6,7 +6,7 @@ real command end to end in a child process (CSV parsing and output included) and
 
     events, output rows, seconds, events/s, peak RSS of the replay process
 
-Target (issue 2): >= 200,000 events/s on the project's 2-core machine. Figures, not assertions:
+Target: >= 200,000 events/s on the project's 2-core machine. Figures, not assertions:
 the machine is shared and noisy. Run `python bench/replay.py --help` for sizes; `--every 1` gives
 per-second pulses (use fewer --days: RSS stays flat because replay streams).
 """

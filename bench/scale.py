@@ -1,4 +1,4 @@
-"""Scale benchmark: the whole daemon at 2,000 channels, with a BMS and Prometheus on it (issue 7).
+"""Scale benchmark: the whole daemon at 2,000 channels, with a BMS and Prometheus on it.
 
 What runs, all on 127.0.0.1, each in its own process:
 

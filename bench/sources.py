@@ -15,7 +15,7 @@ edges; pulse trains at a total of 5,000 edges/s and more through the real path (
 ``loop.add_reader`` -> ``read_edge_events`` -> sink), checked for loss; and the reader alone
 (``handle()`` on ready events) for its ceiling.
 
-Targets (issue 5): < 15 % of one core for the polling, >= 5,000 GPIO edges/s with no loss.
+Targets: < 15 % of one core for the polling, >= 5,000 GPIO edges/s with no loss.
 Figures, not assertions: the machine is shared and noisy. About 90 s.
 """
 
