@@ -22,7 +22,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from gateway import __version__
-from gateway.config import Config, ConfigError, GatewaySettings, load_config
+from gateway.config import ConfigError, RunConfig, load_config
 from gateway.core import Instant, IntervalRecord, TimeSyntaxError, parse_instant
 from gateway.export import (
     DEFAULT_TIME_FORMAT,
@@ -253,15 +253,14 @@ def _run(args: argparse.Namespace) -> int:
         # The demo's own state_dir is relative to the file, i.e. inside the install: a user's
         # state directory instead, said first so that the user knows where to look.
         state_dir = demo_state_dir()
-        gateway = _gateway_settings(config)
         config = dataclasses.replace(
-            config, gateway=dataclasses.replace(gateway, state_dir=state_dir)
+            config, gateway=dataclasses.replace(config.gateway, state_dir=state_dir)
         )
         print(f"demo state: {state_dir}", flush=True)
         return _serve(config)
 
 
-def _serve(config: Config) -> int:
+def _serve(config: RunConfig) -> int:
     from gateway.logging import configure
 
     configure()
@@ -271,13 +270,6 @@ def _serve(config: Config) -> int:
     except OSError as exc:  # a listen address in use or not on this host
         raise GatewayError(f"cannot start: {exc.strerror or exc}") from None
     return EXIT_OK
-
-
-def _gateway_settings(config: Config) -> GatewaySettings:
-    """The ``gateway:`` section, which every config loaded for ``run`` has."""
-    if config.gateway is None:
-        raise AssertionError(f"{config.path} was not loaded as a run config")
-    return config.gateway
 
 
 class InitError(Exception):
@@ -309,9 +301,8 @@ class ExportError(Exception):
 def _export(args: argparse.Namespace) -> int:
     if args.config is not None:
         config = load_config(args.config, purpose="run")
-        gateway = _gateway_settings(config)
-        db = Path(gateway.state_dir) / "gateway.db"
-        zone = None if args.utc else gateway.zone
+        db = Path(config.gateway.state_dir) / "gateway.db"
+        zone = None if args.utc else config.gateway.zone
         known = [ExportChannel.of(channel) for channel in config.channels]
     else:
         db, zone, known = Path(args.db), None, []
@@ -401,7 +392,7 @@ def _resets(args: argparse.Namespace) -> int:
         db = Path(args.db)
     else:
         config = load_config(args.config, purpose="run")
-        db = Path(_gateway_settings(config).state_dir) / "gateway.db"
+        db = Path(config.gateway.state_dir) / "gateway.db"
     with Store.open_readonly(db) as store:
         verdicts = store.verdict()
         print(format_resets(store.reset_log(), verdicts), end="")

@@ -14,7 +14,7 @@ import pytest
 
 from gateway import cli
 from gateway.cli import bundled_config, demo_state_dir, main
-from gateway.config import Config
+from gateway.config import RunConfig
 from gateway.core import Channel, Engine
 from gateway.store import Store
 from tests.daemon import Daemon, write_config
@@ -172,9 +172,9 @@ def test_run_without_a_config_serves_the_demo_with_its_state_in_the_user_state_d
     state_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`run` alone loads the bundled demo, says where its state goes, and puts it there."""
-    served: list[Config] = []
+    served: list[RunConfig] = []
 
-    def serve(config: Config) -> int:
+    def serve(config: RunConfig) -> int:
         served.append(config)
         return 0
 
@@ -183,7 +183,7 @@ def test_run_without_a_config_serves_the_demo_with_its_state_in_the_user_state_d
     expected = state_home / "pulse-gateway" / "demo"
     assert (code, out, err) == (0, f"demo state: {expected}\n", "")
     [config] = served
-    assert config.gateway is not None and config.gateway.state_dir == expected
+    assert config.gateway.state_dir == expected
     assert config.gateway.name == "demo"
     assert [c.id for c in config.channels] == ["electric", "gas", "water", "steam"]
 
