@@ -1,5 +1,6 @@
-"""The guides and the monitoring files in docs/: every command in them runs, every alert and
-dashboard query is valid PromQL over metrics the gateway really exposes.
+"""The README, the guides, the reference pages and the monitoring files in docs/: every
+command in them runs, every link leads somewhere, every alert and dashboard query is valid
+PromQL over metrics the gateway really exposes.
 
 Conventions the guides follow (docs/monitoring/README.md repeats them for writers):
 
@@ -15,6 +16,13 @@ Conventions the guides follow (docs/monitoring/README.md repeats them for writer
   ten days of replayed meter data with resets, and a live ``/metrics`` endpoint.
 - A block tagged ``text expected-output`` right after an ``sh`` block is exactly what that block
   prints to stdout.
+- A block tagged ``sh demo`` (the README's tour) runs against a live demo gateway, started by
+  this test from ``config/demo.yaml`` on free ports: ``127.0.0.1:47808``, ``127.0.0.1:9842``, the
+  client address ``127.0.0.1/8:47809`` and the demo's state directory
+  ``~/.local/state/pulse-gateway/demo`` stand for that gateway's. Every command in it is run.
+- ``.venv/bin/`` in a command is the virtualenv running the tests.
+- A block tagged ``yaml config`` is a whole configuration and must pass ``check``; a block tagged
+  ``yaml site-config`` must pass it when merged into ``config/example.yaml``.
 - Other shell-like tags (bash, console, bat, powershell...) are not allowed: such commands would
   escape the check.
 """
@@ -28,10 +36,12 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,10 +60,32 @@ from tests.helpers import at, rules
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 MONITORING = DOCS / "monitoring"
-GUIDES = sorted(DOCS.glob("*.md")) + sorted(MONITORING.glob("*.md"))
+REFERENCE = DOCS / "reference"
+DESIGN = DOCS / "design"
+GUIDES = [
+    ROOT / "README.md",
+    *sorted(DOCS.glob("*.md")),
+    *sorted(REFERENCE.glob("*.md")),
+    *sorted(DESIGN.glob("*.md")),
+    *sorted(MONITORING.glob("*.md")),
+]
 ALERTS = MONITORING / "alerts.yml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 OWN_GUIDES = ("commissioning.md", "bms-integration.md", "resets.md", "energycap.md")
+# Where the README's long text lives now: each page must exist and tag its fences.
+REFERENCE_PAGES = (
+    "reference/demand-rules.md",
+    "reference/commands.md",
+    "reference/configuration.md",
+    "reference/bacnet.md",
+    "reference/state-and-resets.md",
+    "reference/export-formats.md",
+    "reference/metrics.md",
+    "design/bacpypes3.md",
+    "design/sources.md",
+    "decisions.md",
+    "performance.md",
+)
 
 # What a guide writes for an installed gateway (docs/install.md's layout) -> what the test gives
 # it (Site.places); longest first where one is a prefix of another.
@@ -73,14 +105,24 @@ _ROOT_SETUP = (
     "tests/test_systemd_unit.py checks the files it installs"
 )
 _JOURNAL = (
-    "reads systemd's journal; the event names are README.md's and tests/test_daemon.py reads "
-    "them from the real daemon's log"
+    "reads systemd's journal; the event names are docs/reference/commands.md's and "
+    "tests/test_daemon.py reads them from the real daemon's log"
 )
 _EDITOR = "opens an editor"
 
 # Commands the test cannot run, each with the reason. A command here that no guide holds any
 # more is an error too, so this list cannot go stale.
 NOT_RUN: dict[str, str] = {
+    # README.md
+    "python3.13 -m venv .venv && .venv/bin/pip install -q . && .venv/bin/pulse-gateway run": (
+        "creates a virtualenv and installs from the network; .ci/wheel-smoke installs the "
+        "wheel and runs the demo, and the README's tour runs here against a live demo"
+    ),
+    "python3.13 -m venv .venv && .venv/bin/pip install -q -e '.[test,gpio]' && "
+    ".venv/bin/python -m pytest": "the test suite itself, as .ci/run runs it",
+    ".venv/bin/python -m simulators.modbus_counter --channels 4 --rate 2,0.5,3,0.3 --rollover "
+    "65536 --initial 65440": "runs until stopped; tests/test_simulators.py runs the simulator and "
+    "tests/test_modbus_gateway.py the gateway against it",
     # docs/commissioning.md, docs/resets.md, docs/install.md
     "systemctl reload pulse-gateway": f"{_SYSTEMD}; SIGHUP reload is tested end to end in "
     "tests/test_daemon.py",
@@ -399,6 +441,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     for entry in ROOT.iterdir():
         if not entry.name.startswith(".") and entry.name not in {"build", "dist"}:
             (workdir / entry.name).symlink_to(entry)
+    # the README's `.venv/bin/...`: the virtualenv running these tests, wherever it is (the
+    # whole of it: its python finds its packages through the pyvenv.cfg beside bin/)
+    if sys.prefix != sys.base_prefix:
+        (workdir / ".venv").symlink_to(sys.prefix)
+    else:
+        (workdir / ".venv").mkdir()
+        (workdir / ".venv" / "bin").symlink_to(Path(sys.executable).parent)
     (base / "textfile").mkdir()
     with metrics_server() as port:
         yield Site(
@@ -468,20 +517,37 @@ def sh_blocks() -> list[Block]:
     return [block for block in all_blocks() if block.tag == "sh"]
 
 
+def is_demo(block: Block) -> bool:
+    """An ``sh demo`` block: run whole against a live demo gateway, not the test site."""
+    return block.tag == "sh" and "demo" in block.info.split()[1:]
+
+
 def run_blocks() -> list[Block]:
-    """The sh blocks with something to run (the rest only hold NOT_RUN commands)."""
-    return [b for b in sh_blocks() if b.script or any(runnable(c) for c in b.commands())]
+    """The sh blocks with something to run against the test site (the rest only hold NOT_RUN
+    commands, or run against the demo)."""
+    return [
+        b
+        for b in sh_blocks()
+        if not is_demo(b) and (b.script or any(runnable(c) for c in b.commands()))
+    ]
+
+
+def demo_blocks() -> list[Block]:
+    return [block for block in all_blocks() if is_demo(block)]
 
 
 # -- every command is run or listed --------------------------------------------------------------
 
 
 def test_the_guides_are_there_and_fences_are_tagged() -> None:
-    """The four guides and the monitoring README exist; their fences all name a language."""
-    for name in OWN_GUIDES:
+    """The four guides, the reference pages, the design notes and the monitoring README exist;
+    their fences and the README's all name a language."""
+    for name in OWN_GUIDES + REFERENCE_PAGES:
         assert (DOCS / name).is_file(), name
     assert (MONITORING / "README.md") in GUIDES
-    for doc in [*(DOCS / name for name in OWN_GUIDES), MONITORING / "README.md"]:
+    assert (ROOT / "README.md") in GUIDES
+    pages = [*(DOCS / name for name in OWN_GUIDES + REFERENCE_PAGES), MONITORING / "README.md"]
+    for doc in [ROOT / "README.md", *pages]:
         untagged = [block.where for block in blocks(doc) if not block.tag]
         assert not untagged, f"fences without a language: {untagged}"
 
@@ -496,8 +562,8 @@ def test_every_command_is_run_or_listed_with_a_reason() -> None:
                 seen.add(command)
                 if command not in NOT_RUN:
                     unclassified.append(f"{block.where}: {block.tag} block: {command}")
-        if block.tag != "sh" or block.script:
-            continue
+        if block.tag != "sh" or block.script or is_demo(block):
+            continue  # a demo block is run whole (test_the_tour_runs_against_a_live_demo)
         for command in block.commands():
             seen.add(command)
             if not runnable(command) and command not in NOT_RUN:
@@ -550,11 +616,159 @@ def test_the_commands_of_a_block_succeed(site: Site, block: Block) -> None:
         stdout += result.stdout
         out = re.search(r"--out (\S+)", command)
         if out is not None:
-            written = Path(site.substitute(out[1])).read_text(encoding="utf-8").splitlines()
+            written_to = site.workdir / site.substitute(out[1])  # relative: to the workdir
+            written = written_to.read_text(encoding="utf-8").splitlines()
             assert len(written) > 1, f"{block.where}: {out[1]} holds no data rows"
     expected = expected_output(block)
     if expected is not None:
         assert stdout == expected, f"{block.where}: the output differs from the guide"
+
+
+# -- the README's tour, against a live demo -------------------------------------------------------
+
+DEMO_STATE = "~/.local/state/pulse-gateway/demo"
+BACNET_ERRORS = ("no-response", "error", "denied", "unknown-", "out-of-range")
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A running demo gateway and what the tour's addresses and paths stand for."""
+
+    places: dict[str, str]
+    log: Path
+
+    def substitute(self, text: str) -> str:
+        for place, value in self.places.items():
+            text = text.replace(place, value)
+        return text
+
+
+def free_port(kind: socket.SocketKind) -> int:
+    """A port of 127.0.0.1 that nothing uses now (TCP or UDP)."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """config/demo.yaml running as a real daemon, on free ports, its state in a temporary
+    directory; stopped with SIGTERM afterwards."""
+    base = tmp_path_factory.mktemp("demo")
+    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text(encoding="utf-8"))
+    bacnet, metrics = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    client = free_port(socket.SOCK_DGRAM)
+    state = base / "state"
+    config["gateway"]["state_dir"] = str(state)
+    config["bacnet"]["port"] = bacnet
+    config["metrics"]["listen"] = f"127.0.0.1:{metrics}"
+    path = base / "demo.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    log = base / "demo.log"
+    with log.open("w", encoding="utf-8") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "-c", str(path)],
+            cwd=site.workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while '"gateway_ready"' not in log.read_text(encoding="utf-8"):
+            assert process.poll() is None, f"the demo exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"the demo is not ready: {log.read_text()}"
+            time.sleep(0.1)
+        yield Demo(
+            {
+                DEMO_STATE: str(state),
+                "127.0.0.1:47808": f"127.0.0.1:{bacnet}",
+                "127.0.0.1/8:47809": f"127.0.0.1/8:{client}",
+                "127.0.0.1:9842": f"127.0.0.1:{metrics}",
+            },
+            log,
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def check_tour_output(command: str, out: str) -> str | None:
+    """What is wrong with a tour command's output, for the commands whose output is known."""
+    if "bacpypes3" in command:
+        if any(word in out for word in BACNET_ERRORS):
+            return "the BACnet console reports an error"
+        if "'read " in command:
+            try:
+                float(out.strip())
+            except ValueError:
+                return "a present-value read did not print a number"
+        if "'write " in command and out.strip():
+            return "a reset write was not acknowledged"
+    if "/metrics" in command and "pulse_gateway_consumption{" not in out:
+        return "the metrics have no consumption"
+    if " resets " in command and ("accepted" not in out or "electric: OK" not in out):
+        return "the audit lacks the tour's accepted reset or its checksum"
+    if " export " in command and not out.startswith("TIMESTAMP,IMPORTID,UNIT,VALUE\n"):
+        return "the export has no energycap3 header"
+    return None
+
+
+def test_the_tour_runs_against_a_live_demo(site: Site, demo: Demo) -> None:
+    """Every command of the README's tour (its `sh demo` blocks), in order, succeeds against a
+    running demo gateway and prints what the tour says: a BACnet read, an accepted reset, an
+    audit whose checksum holds, an export."""
+    blocks_ = demo_blocks()
+    assert [b.doc for b in blocks_] == [ROOT / "README.md"] * len(blocks_) and len(blocks_) >= 4
+    commands = [command for block in blocks_ for command in block.commands()]
+    assert any("binary-value" in c for c in commands), "the tour has no reset"
+    for command in commands:
+        if "curl" in command:
+            tool("curl")
+        result = run_shell(site, demo.substitute(command))
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, f"exit {result.returncode}: {command}\n{out}"
+        assert "Traceback" not in out, out
+        problem = check_tour_output(command, result.stdout)
+        assert problem is None, f"{problem}: {command}\n{out}\n{demo.log.read_text()}"
+
+
+# -- links ---------------------------------------------------------------------------------------
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_links_between_the_docs_lead_somewhere() -> None:
+    """Every relative Markdown link of the README and the docs names an existing file, and an
+    anchor in it that exists."""
+    broken = []
+    for doc in GUIDES:
+        text = re.sub(r"^\s*```.*?^\s*```", "", doc.read_text(encoding="utf-8"), flags=re.S | re.M)
+        for target in LINK.findall(text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http:, https:, mailto:
+            path, _, anchor = target.partition("#")
+            file = (doc.parent / path).resolve() if path else doc
+            if not file.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}: no such file")
+            elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+                broken.append(f"{doc.relative_to(ROOT)}: {target}: no such heading")
+    assert not broken, broken
+
+
+def test_the_readme_quick_start_is_two_commands() -> None:
+    """The README's Quick start section holds exactly two commands: run the demo, run the
+    tests."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    quick = [b for b in blocks(ROOT / "README.md") if b.tag == "sh" and b.body.strip() in section]
+    commands = [command for block in quick for command in block.commands()]
+    assert len(commands) == 2, commands
+    assert commands[0].endswith(".venv/bin/pulse-gateway run")
+    assert commands[1].endswith(".venv/bin/python -m pytest")
 
 
 def _merge(base: dict, fragment: dict) -> dict:
@@ -576,6 +790,12 @@ def test_yaml_in_the_guides_is_valid(tmp_path: Path, block: Block) -> None:
     gateway's own check."""
     fragment = yaml.safe_load(block.body)
     assert fragment, f"{block.where}: empty YAML"
+    if "config" in block.info.split():
+        whole = dict(fragment)
+        whole["gateway"] = {**whole["gateway"], "state_dir": str(tmp_path / "state")}
+        text = yaml.safe_dump(whole, sort_keys=False)
+        parse_config(text, str(tmp_path / "site.yaml"), purpose="run")
+        return
     if "site-config" not in block.info.split():
         return
     base = yaml.safe_load((ROOT / "config" / "example.yaml").read_text(encoding="utf-8"))
@@ -612,7 +832,8 @@ def test_the_checksum_script_publishes_ok_and_broken_channels(site: Site, tmp_pa
     )
     broken_state = tmp_path / "state"
     shutil.copytree(Path(site.places["/var/lib/pulse-gateway"]), broken_state)
-    with sqlite3.connect(broken_state / "gateway.db") as conn:
+    # closing(): a Connection's own context manager commits but never closes
+    with contextlib.closing(sqlite3.connect(broken_state / "gateway.db")) as conn, conn:
         conn.execute("UPDATE channel_state SET cumulative_demand = 99.5 WHERE channel = 'gas'")
     config = Path(site.places["/etc/pulse-gateway/gateway.yaml"])
     broken_config = tmp_path / "site.yaml"
