@@ -759,6 +759,19 @@ def test_links_between_the_docs_lead_somewhere() -> None:
     assert not broken, broken
 
 
+def test_the_readme_layout_names_every_module() -> None:
+    """The README's Layout lists every module of gateway/, and only modules that exist."""
+    (layout,) = [
+        b for b in blocks(ROOT / "README.md") if b.tag == "text" and b.body.startswith("gateway/")
+    ]
+    listed = set(re.findall(r"\b(\w+\.py)\b", layout.body)) - {"__init__.py"}
+    modules = {path.name for path in (ROOT / "gateway").rglob("*.py")} - {"__init__.py"}
+    assert not modules - listed, f"modules missing from the README's layout: {modules - listed}"
+    assert not listed - modules, f"the README's layout names no such module: {listed - modules}"
+    packages = {p.parent.name for p in (ROOT / "gateway").rglob("__init__.py")} - {"gateway"}
+    assert all(f"{name}/" in layout.body for name in packages), packages
+
+
 def test_the_readme_quick_start_is_two_commands() -> None:
     """The README's Quick start section holds exactly two commands: run the demo, run the
     tests."""
