@@ -501,21 +501,47 @@ class MetricsError(Exception):
     """The endpoint cannot start as configured (TLS or password file); the message says why."""
 
 
-async def open_endpoint(metrics: Metrics, settings: MetricsSettings) -> asyncio.Server:
-    """``serve_metrics`` as the ``metrics:`` section says: TLS and Basic auth read from their
-    files now, so a missing or empty file stops the gateway at start with its name."""
-    tls = credentials = None
-    try:
-        if settings.tls_cert is not None and settings.tls_key is not None:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(settings.tls_cert, settings.tls_key)
-        if settings.username is not None and settings.password_file is not None:
-            password = settings.password_file.read_text(encoding="utf-8").strip()
-            if not password:
-                raise MetricsError(f"{settings.password_file} holds no password")
-            credentials = (settings.username, password)
-    except (OSError, ssl.SSLError) as exc:
-        raise MetricsError(f"metrics TLS or password file: {exc}") from None
-    return await serve_metrics(
-        metrics, settings.host, settings.port, tls=tls, credentials=credentials
-    )
+class Endpoint:
+    """The ``/metrics`` listener of one gateway, as its ``metrics:`` section says."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.server: asyncio.Server | None = None
+        self.listen: str | None = None  # host:port as configured, while listening
+
+    @property
+    def port(self) -> int | None:
+        """The bound port (the one asked for, or a free one for port 0)."""
+        if self.server is None or not self.server.sockets:
+            return None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def start(self, settings: MetricsSettings | None) -> None:
+        """Listen; nothing when there is no ``metrics:`` section. TLS and Basic auth are read
+        from their files now, so a missing or empty file stops the gateway at start with its
+        name (``MetricsError``)."""
+        if settings is None:
+            return
+        tls = credentials = None
+        try:
+            if settings.tls_cert is not None and settings.tls_key is not None:
+                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+            if settings.username is not None and settings.password_file is not None:
+                password = settings.password_file.read_text(encoding="utf-8").strip()
+                if not password:
+                    raise MetricsError(f"{settings.password_file} holds no password")
+                credentials = (settings.username, password)
+        except (OSError, ssl.SSLError) as exc:
+            raise MetricsError(f"metrics TLS or password file: {exc}") from None
+        self.server = await serve_metrics(
+            self.metrics, settings.host, settings.port, tls=tls, credentials=credentials
+        )
+        self.listen = settings.listen
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), timeout=1.0)
+            self.server = self.listen = None

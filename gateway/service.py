@@ -25,31 +25,29 @@ wires the parts and owns their order; each job lives in a module of its own:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import signal
 import sys
-from collections.abc import Iterator, Mapping
-from datetime import date
 from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.checkpoints import Checkpoints
 from gateway.clock import Timeline
 from gateway.config import ConfigError, RunConfig, load_config
-from gateway.core import Channel, Engine, IntervalLog, ResetOutcome, Unit
+from gateway.core import Engine, IntervalLog
 from gateway.feed import Feed
 from gateway.logging import get_logger
-from gateway.metrics import Metrics, MetricsError, open_endpoint
+from gateway.metrics import Endpoint, Metrics, MetricsError
 from gateway.notify import Notifier, status_line
 from gateway.reload import ReloadPlan, plan_reload
 from gateway.reset_desk import ResetDesk
 from gateway.schedule import Schedule
-from gateway.sources import SourceError, baseline_readings, build_sources
+from gateway.sources import SourceError, build_sources
 from gateway.sources.running import RunningSources
 from gateway.status import Status
 from gateway.store import Saved, Store, StoreError
 from gateway.supervisor import Supervisor
+from gateway.views import GatewayView
 
 STOP_TIMEOUT_S = 4.0  # the whole stop must fit in systemd's 5 s
 
@@ -63,8 +61,9 @@ class GatewayError(Exception):
     """A condition that stops the gateway from starting; the message says what to do."""
 
 
-class Gateway:
-    """One running gateway. The parts below ``store`` exist from ``start()`` on."""
+class Gateway(GatewayView):
+    """One running gateway; what readers see of it is ``GatewayView``'s. The parts below
+    ``store`` exist from ``start()`` on."""
 
     store: Store | None
     engine: Engine
@@ -90,7 +89,7 @@ class Gateway:
         self.live = live  # a person is watching: one compact line per channel each slide
         self.status = Status()
         self.metrics = Metrics(self)
-        self.metrics_server: asyncio.Server | None = None
+        self.endpoint = Endpoint(self.metrics)
         self.bacnet: BacnetServer | None = None
         self.store = None
         self.tasks = Supervisor(self._task_failed)
@@ -140,18 +139,13 @@ class Gateway:
         saved_at = saved.saved_at if saved else 0
         now = self.timeline.hold_until(Engine.resume_instant(entries, saved_at))
         self.engine = Engine.resume(self.config.rules(), entries, saved_at, now)
+        downtime = round((now - saved_at) / 1e6, 3)
         for cid in entries:
-            channel = self.engine.channels[cid]
-            downtime = round((now - saved_at) / 1e6, 3)
-            log.info(
-                "channel_restored",
-                channel=cid,
-                pulses_total=channel.pulses_total,
-                downtime_s=downtime,
-            )
+            total = self.engine.channels[cid].pulses_total
+            log.info("channel_restored", channel=cid, pulses_total=total, downtime_s=downtime)
         self.intervals = IntervalLog(_interval_spans(self.config), store.interval_marks())
         self.sources = RunningSources(self.tasks, saved.baselines if saved else {})
-        self._bind_baselines(store)
+        self.sources.bind(store, self.config)
         self.checkpoints = Checkpoints(
             store,
             self.engine,
@@ -239,7 +233,7 @@ class Gateway:
             self.sources.stop(timeout=STOP_TIMEOUT_S / 2),
             self.tasks.cancel("tick", "prune", "export", timeout=STOP_TIMEOUT_S / 2),
         )
-        await self._stop_metrics()
+        await self.endpoint.stop()
         await self._stop_bacnet()  # no reset can arrive after this
         await self.checkpoints.save_now(self.feed.now())
         await self.tasks.cancel(timeout=STOP_TIMEOUT_S / 2)
@@ -250,19 +244,10 @@ class Gateway:
     # -- the parts that listen and count ------------------------------------------------------
 
     async def _start_metrics(self) -> None:
-        if self.config.metrics is None:
-            return  # no metrics section: nothing listens
         try:
-            self.metrics_server = await open_endpoint(self.metrics, self.config.metrics)
+            await self.endpoint.start(self.config.metrics)
         except MetricsError as exc:
             raise GatewayError(str(exc)) from None
-
-    async def _stop_metrics(self) -> None:
-        if self.metrics_server is not None:
-            self.metrics_server.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.metrics_server.wait_closed(), timeout=1.0)
-            self.metrics_server = None
 
     async def _start_bacnet(self) -> None:
         if self.config.bacnet is None:
@@ -295,19 +280,6 @@ class Gateway:
         if self.config.export is not None:
             self.tasks.start("export", self.schedule.drop_daily())
 
-    def _bind_baselines(self, store: Store) -> None:
-        """Drop the saved baselines that were read from another device or register than the
-        config now says (see ``Store.bind_baselines``)."""
-        dropped = store.bind_baselines(baseline_readings(self.config))
-        self.sources.drop_baselines(dropped)
-        for channel_id in dropped:
-            log.warning(
-                "source_baseline_dropped",
-                channel=channel_id,
-                detail="its saved baseline was read from another device or register: pulses"
-                " counted while the gateway was down are not caught up for it",
-            )
-
     def _changed(self) -> None:
         """Something a BACnet subscriber may care about changed (cheap: folded per loop pass)."""
         if self.bacnet is not None:
@@ -324,12 +296,9 @@ class Gateway:
             log.error("config_reload_refused", file=path, problems=[str(p) for p in exc.problems])
             return False
         plan = plan_reload(self.config, new)
-        try:
-            if plan.refused is not None:
-                raise SourceError(plan.refused)
-            build_sources(new, {})
-        except SourceError as exc:
-            log.error("config_reload_refused", file=path, problems=[str(exc)])
+        problems = [plan.refused] if plan.refused else _unbuildable(new)
+        if problems:
+            log.error("config_reload_refused", file=path, problems=problems)
             return False
         await self._apply(new, plan)
         log.info(
@@ -360,7 +329,7 @@ class Gateway:
         await self.checkpoints.save_now(t, also=removed)  # removed channels' last state stays
         if plan.sources_changed:
             try:
-                self._bind_baselines(self.store)
+                self.sources.bind(self.store, new)
             except StoreError as exc:  # the next checkpoints still write the new baselines
                 log.error("baseline_binding_failed", error=str(exc))
         if plan.export_changed:
@@ -372,7 +341,7 @@ class Gateway:
         else:
             self.feed.channels_online(t)
         if plan.metrics_changed:
-            await self._stop_metrics()
+            await self.endpoint.stop()
             await self._start_metrics()
         await self._reload_bacnet(plan)
         self.desk.check()  # channels configured again bring their audit back
@@ -389,76 +358,30 @@ class Gateway:
         except GatewayError as exc:  # e.g. the new port is taken: say so, keep counting
             log.error("bacnet_restart_failed", error=str(exc))
 
-    # -- what sources report, and resets (BacnetView) -----------------------------------------
-
-    def pulses(self, channel: str, count: int) -> None:
-        self.feed.pulses(channel, count)
-
-    def source_down(self, source: str) -> None:
-        self.feed.source_down(source)
-
-    def source_up(self, source: str, catch_up: Mapping[str, int]) -> None:
-        self.feed.source_up(source, catch_up)
-
-    def reset(self, channel_id: str, origin: str) -> ResetOutcome:
-        """Reset one channel; durable on disk before this returns."""
-        return self.desk.reset(channel_id, origin)
-
-    def reset_all(self, origin: str) -> dict[str, ResetOutcome]:
-        """Reset every channel at one instant, each under its own lockout; one transaction."""
-        return self.desk.reset_all(origin)
-
-    def count_rejection(self, channel_id: str, reason: str) -> None:
-        self.desk.count_rejection(channel_id, reason)
-
-    def audit_refusal(self, channel_id: str, reason: str, origin: str) -> None:
-        self.desk.audit_refusals([channel_id], reason, origin)
-
-    def audit_refusals(self, channel_ids: list[str], reason: str, origin: str) -> None:
-        self.desk.audit_refusals(channel_ids, reason, origin)
-
-    def due_export_days(self, now: int) -> list[date]:
-        return self.schedule.due_export_days(now)
-
-    # -- the read side: metrics, BACnet, systemd ----------------------------------------------
-
-    def live_channels(self) -> Mapping[str, Channel]:
-        return self.engine.channels
-
-    def channel_readings(self) -> Iterator[tuple[str, Unit, Channel]]:
-        for channel_id, channel in self.engine.channels.items():
-            yield channel_id, channel.rules.unit, channel
-
-    def sources_up(self) -> Mapping[str, bool]:
-        return self.status.sources_up
-
-    def reset_rejections(self) -> Mapping[tuple[str, str], int]:
-        return self.status.rejections
-
-    def boundary_lag_seconds(self) -> float:
-        return self.status.boundary_lag_s
-
-    def checksum_ok(self) -> Mapping[str, bool]:
-        return self.status.checksums
-
-    def source_counters(self) -> Mapping[str, Mapping[str, int]]:
-        return self.sources.counters()
+    # -- systemd ----------------------------------------------------------------------------
 
     def summary(self) -> str:
         """The gateway in one line, for systemd's STATUS= (shown by ``systemctl status``)."""
-        bacnet, metrics = self.config.bacnet, self.config.metrics
+        bacnet = self.config.bacnet
         return status_line(
             channels=len(self.config.channels),
             sources_up=self.status.sources_up,
             bacnet=f"{bacnet.address.ip}:{bacnet.port}" if bacnet and self.bacnet else None,
-            metrics=metrics.listen if metrics and self.metrics_server else None,
+            metrics=self.endpoint.listen,
         )
 
     @property
     def metrics_port(self) -> int | None:
-        if self.metrics_server is None or not self.metrics_server.sockets:
-            return None
-        return int(self.metrics_server.sockets[0].getsockname()[1])
+        return self.endpoint.port
+
+
+def _unbuildable(config: RunConfig) -> list[str]:
+    """Why the sources of ``config`` cannot be built here (a missing extra), if they cannot."""
+    try:
+        build_sources(config, {})
+    except SourceError as exc:
+        return [str(exc)]
+    return []
 
 
 def _interval_spans(config: RunConfig) -> dict[str, int]:

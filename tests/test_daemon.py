@@ -143,6 +143,9 @@ def test_a_closed_log_pipe_neither_stops_the_gateway_nor_its_sigterm(tmp_path: P
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
     assert code == 0 and took < 5.0, stderr
     assert stderr.count("the log output was closed (broken pipe)") == 1
     assert "Traceback" not in stderr and "Exception ignored" not in stderr

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 
 from gateway.config import Config
 from gateway.logging import get_logger
-from gateway.sources import Baseline, PulseSink, Source, build_sources
+from gateway.sources import Baseline, PulseSink, Source, baseline_readings, build_sources
+from gateway.store import Store
 from gateway.supervisor import Supervisor
 
 RESTART_S = 5.0  # pause before a failed source is started again
@@ -82,6 +83,20 @@ class RunningSources:
         for source in self._sources.values():
             self._baselines.update(source.baselines())
         return self._baselines
+
+    def bind(self, store: Store, config: Config) -> None:
+        """Record in ``store`` what each baseline is read from under ``config`` and drop the
+        saved baselines that were read from another device or register
+        (``Store.bind_baselines``)."""
+        dropped = store.bind_baselines(baseline_readings(config))
+        self.drop_baselines(dropped)
+        for channel_id in dropped:
+            log.warning(
+                "source_baseline_dropped",
+                channel=channel_id,
+                detail="its saved baseline was read from another device or register: pulses"
+                " counted while the gateway was down are not caught up for it",
+            )
 
     def drop_baselines(self, channels: Iterable[str]) -> None:
         """Forget these channels' baselines: they are read from another device or register
