@@ -43,9 +43,22 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
+_raw_connections: list[sqlite3.Connection] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_raw_connections() -> Iterator[None]:
+    """Every ``raw`` connection a test opened is closed after it (warnings are errors)."""
+    yield
+    while _raw_connections:
+        _raw_connections.pop().close()
+
+
 def raw(tmp_path: Path) -> sqlite3.Connection:
     """A plain sqlite3 connection to the store's file, as an operator's tool would open it."""
-    return sqlite3.connect(tmp_path / DB_NAME, autocommit=True)
+    conn = sqlite3.connect(tmp_path / DB_NAME, autocommit=True)
+    _raw_connections.append(conn)
+    return conn
 
 
 def run_to(channel: Channel, t: int) -> list[Reading]:
@@ -56,7 +69,7 @@ def run_to(channel: Channel, t: int) -> list[Reading]:
 
 
 def main_with_peak() -> Channel:
-    """A channel with a 60 kW peak at 00:15 (the README's worked example)."""
+    """A channel with a 60 kW peak at 00:15 (the worked example in docs/reference/demand-rules.md)."""
     channel = Channel(MAIN, at("00:00:00"))
     for clock, count in [("00:00:00", 1), ("00:02:30", 4), ("00:09:59.999", 2)]:
         run_to(channel, at(clock))
@@ -356,6 +369,9 @@ def test_a_killed_owner_leaves_no_stale_lock(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait(timeout=60)
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
     Store.open(tmp_path).close()
 
 
@@ -460,6 +476,9 @@ sys.stdin.read()
     finally:
         child.kill()
         child.wait(timeout=60)
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
     with Store.open(tmp_path) as store:
         saved = store.load()
         assert saved is not None and saved.saved_at == at("00:20:00")  # no checkpoint yet
