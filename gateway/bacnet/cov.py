@@ -3,9 +3,9 @@
 bacpypes3's COV machinery (``bacpypes3.local.cov``) is driven by property *assignments*: a
 detection algorithm hooks the object's ``__setattr__`` monitors and fires when code assigns
 ``presentValue``. The gateway never assigns values (each assignment goes through the property
-monitors, docs/design/bacpypes3.md, "Reads"); its objects read the engine when asked. So this module keeps
-bacpypes3's subscription bookkeeping (``Subscription``, ``Application._cov_detections``, lifetimes,
-the SubscribeCOV service) and replaces the detection:
+monitors, docs/design/bacpypes3.md, "Reads"); its objects read the engine when asked. So this
+module keeps bacpypes3's subscription bookkeeping (``Subscription``,
+``Application._cov_detections``, lifetimes, the SubscribeCOV service) and replaces the detection:
 
 - ``LiveCriteria`` is created by bacpypes3 when the first client subscribes to an object and
   dropped when the last subscription ends, so ``Application._cov_detections`` holds exactly the
