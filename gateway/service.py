@@ -28,6 +28,7 @@ import asyncio
 import gc
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway import __version__
@@ -81,8 +82,12 @@ class Gateway(GatewayView):
         timeline: Timeline | None = None,
         live: bool = False,
         notifier: Notifier | None = None,
+        reread: Callable[[], RunConfig] | None = None,
     ):
+        """``reread`` reads the config again for a reload (default: its file, as ``run``
+        does); the bundled demo passes one that applies its state directory again."""
         self.config = config
+        self._reread = reread or (lambda: load_config(self.config.path, purpose="run"))
         # systemd's notification socket: only `pulse-gateway run` passes a live one
         self.notifier = notifier or Notifier.disabled()
         self.timeline = timeline or Timeline()
@@ -291,7 +296,7 @@ class Gateway(GatewayView):
         """Apply the config file again; an invalid one is refused and changes nothing."""
         path = self.config.path
         try:
-            new = load_config(path, purpose="run")
+            new = self._reread()
         except ConfigError as exc:
             log.error("config_reload_refused", file=path, problems=[str(p) for p in exc.problems])
             return False
