@@ -33,7 +33,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
@@ -142,9 +142,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_STATE_FIELDS = tuple(f.name for f in fields(ChannelState))
+_STATE_FIELDS = ChannelState._fields
 # the float fields (annotations are strings: demand.py uses `from __future__ import annotations`)
-_STATE_REALS = frozenset(f.name for f in fields(ChannelState) if "float" in str(f.type))
+_STATE_REALS = frozenset(
+    name for name, kind in ChannelState.__annotations__.items() if "float" in str(kind)
+)
+# positions in a state row, for the checkpoint's hot path (2,000 rows a second)
+_REAL_AT = tuple(i for i, name in enumerate(_STATE_FIELDS) if name in _STATE_REALS)
+_WINDOW_AT = _STATE_FIELDS.index("window_intervals")
 _RULES_COLUMNS = (
     "unit, scale_factor, window_us, slide_us, initial_reading, reset_lockout_us, audit_from"
 )
@@ -852,14 +857,13 @@ def _rules_row(rules: ChannelRules) -> tuple:
 
 def _state_row(state: ChannelState) -> tuple:
     """The state's column values; floats as floats (never ints), intervals as JSON."""
-    values = []
-    for name in _STATE_FIELDS:
-        value = getattr(state, name)
-        if name == "window_intervals":
-            value = json.dumps([int(count) for count in value])
-        elif name in _STATE_REALS and value is not None:
-            value = _float(name, value)
-        values.append(value)
+    values: list[object] = list(state)
+    for at in _REAL_AT:
+        value = state[at]
+        if isinstance(value, int | float):  # None stays NULL
+            values[at] = _float(_STATE_FIELDS[at], value)
+    # the same text as json.dumps of the list of ints, without its per-call overhead
+    values[_WINDOW_AT] = "[" + ", ".join([str(int(c)) for c in state.window_intervals]) + "]"
     return tuple(values)
 
 

@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,7 +68,7 @@ def run_to(channel: Channel, t: int) -> list[Reading]:
 
 
 def main_with_peak() -> Channel:
-    """A channel with a 60 kW peak at 00:15 (the worked example in docs/reference/demand-rules.md)."""
+    """A channel with a 60 kW peak at 00:15 (docs/reference/demand-rules.md's worked example)."""
     channel = Channel(MAIN, at("00:00:00"))
     for clock, count in [("00:00:00", 1), ("00:02:30", 4), ("00:09:59.999", 2)]:
         run_to(channel, at(clock))
@@ -195,7 +194,7 @@ def test_integral_floats_are_saved_as_floats_not_integers(tmp_path: Path) -> Non
 
 def test_a_nan_is_refused_rather_than_saved_as_null(store: Store) -> None:
     """A NaN would come back as NULL, so saving one raises and writes nothing."""
-    state = replace(EDGE_STATE, demand=math.nan)
+    state = EDGE_STATE._replace(demand=math.nan)
     with pytest.raises(ValueError, match="demand is NaN"):
         store.checkpoint({"edge": (MAIN, state)}, at("00:00:00"))
     assert store.load() is None
@@ -514,7 +513,7 @@ def test_reset_all_is_one_transaction_over_every_channel(store: Store, tmp_path:
     run_to(gas, at("00:20:00"))
     outcomes = {"main": main.reset(at("00:20:00")), "gas": gas.reset(at("00:20:00"))}
     states = {"main": (MAIN, main.state()), "gas": (GAS, gas.state())}
-    bad = {**states, "gas": (GAS, replace(gas.state(), cumulative_demand=math.nan))}
+    bad = {**states, "gas": (GAS, gas.state()._replace(cumulative_demand=math.nan))}
     with pytest.raises(ValueError):
         store.record_resets(outcomes, "bacnet:192.168.1.20:47808", bad)
     assert store.reset_log() == [] and store.load() is None

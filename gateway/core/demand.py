@@ -34,7 +34,8 @@ sum, never a scan of history.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.core.timeline import MICROS_PER_SECOND, Instant, Span, next_boundary_after
 from gateway.core.units import Unit
@@ -115,11 +116,12 @@ class ResetOutcome:
     after: Totals
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelState:
+class ChannelState(NamedTuple):
     """A channel's whole state as plain values, saved and restored exactly across a restart.
 
     ``window_intervals`` holds the pulse counts of the last W/S closed intervals, oldest first.
+    A NamedTuple rather than a frozen dataclass: every checkpoint takes one per channel on the
+    event loop, and a tuple is built in C (a 19-field frozen dataclass is about 4x slower).
     """
 
     pulses_total: int
@@ -140,7 +142,7 @@ class ChannelState:
     cumulative_demand: float
     reset_count: int
     last_reset: Instant | None
-    rejected_resets: int = field(default=0)
+    rejected_resets: int = 0
 
 
 class Channel:
