@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import sys
 import tempfile
@@ -249,22 +250,26 @@ def _run(args: argparse.Namespace) -> int:
         return _serve(load_config(args.config, purpose="run"))
     # as_file: a real path for the daemon's lifetime (a reload reads the file again)
     with resources.as_file(bundled_config(DEMO)) as demo:
-        config = load_config(demo, purpose="run")
-        # The demo's own state_dir is relative to the file, i.e. inside the install: a user's
-        # state directory instead, said first so that the user knows where to look.
         state_dir = demo_state_dir()
-        config = dataclasses.replace(
-            config, gateway=dataclasses.replace(config.gateway, state_dir=state_dir)
-        )
+        config = _load_demo(demo, state_dir)
         print(f"demo state: {state_dir}", flush=True)
-        return _serve(config)
+        return _serve(config, reread=functools.partial(_load_demo, demo, state_dir))
 
 
-def _serve(config: RunConfig) -> int:
+def _load_demo(path: Path, state_dir: Path) -> RunConfig:
+    """The bundled demo with its state in ``state_dir``: its own state_dir is relative to the
+    file, that is inside the install."""
+    config = load_config(path, purpose="run")
+    return dataclasses.replace(
+        config, gateway=dataclasses.replace(config.gateway, state_dir=state_dir)
+    )
+
+
+def _serve(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> int:
     from gateway.logging import configure
 
     configure()
-    gateway = Gateway(config, live=sys.stdout.isatty(), notifier=Notifier())
+    gateway = Gateway(config, live=sys.stdout.isatty(), notifier=Notifier(), reread=reread)
     try:
         asyncio.run(gateway.run())
     except OSError as exc:  # a listen address in use or not on this host

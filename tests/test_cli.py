@@ -4,10 +4,12 @@ reads, and the configs the package carries."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -171,21 +173,23 @@ def test_the_demo_state_falls_back_to_dot_local_state(
 def test_run_without_a_config_serves_the_demo_with_its_state_in_the_user_state_dir(
     state_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`run` alone loads the bundled demo, says where its state goes, and puts it there."""
+    """`run` alone loads the bundled demo, says where its state goes, and puts it there, on a
+    reload too."""
     served: list[RunConfig] = []
 
-    def serve(config: RunConfig) -> int:
-        served.append(config)
+    def serve(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> int:
+        assert reread is not None
+        served.extend([config, reread()])
         return 0
 
     monkeypatch.setattr(cli, "_serve", serve)
     code, out, err = run_cli(capsys, "run")
     expected = state_home / "pulse-gateway" / "demo"
     assert (code, out, err) == (0, f"demo state: {expected}\n", "")
-    [config] = served
-    assert config.gateway.state_dir == expected
-    assert config.gateway.name == "demo"
-    assert [c.id for c in config.channels] == ["electric", "gas", "water", "steam"]
+    for config in served:
+        assert config.gateway.state_dir == expected
+        assert config.gateway.name == "demo"
+        assert [c.id for c in config.channels] == ["electric", "gas", "water", "steam"]
 
 
 def demo_ports_taken() -> str | None:
@@ -205,7 +209,7 @@ def test_the_demo_runs_from_any_directory_and_keeps_its_state_where_it_said(
     tmp_path: Path, state_home: Path
 ) -> None:
     """The real `pulse-gateway run` from an empty directory: ready, state under XDG_STATE_HOME,
-    nothing written where it was started, exit 0 on SIGTERM."""
+    reloaded on SIGHUP, nothing written where it was started, exit 0 on SIGTERM."""
     if reason := demo_ports_taken():
         pytest.skip(reason)
     workdir = tmp_path / "elsewhere"
@@ -214,6 +218,8 @@ def test_the_demo_runs_from_any_directory_and_keeps_its_state_where_it_said(
     with Daemon(None, cwd=workdir) as demo:
         started = demo.wait_for("gateway_started")
         demo.ready()
+        demo.signal(signal.SIGHUP)
+        demo.wait_for("config_reloaded")
         assert demo.stop() == 0
     assert demo.seen[0] == {"event": "unparsed", "text": f"demo state: {expected}\n"}
     assert started["state_dir"] == str(expected)
