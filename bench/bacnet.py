@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import inspect
 import os
 import random
@@ -234,24 +233,11 @@ async def start_fastpath(channels: int, port: int) -> Running:
 
 
 async def start_gateway(channels: int, port: int) -> Running:
-    """Server (c): the gateway's own BACnet server (gateway.bacnet.server.BacnetServer).
+    """Server (c): the gateway's own BACnet server (gateway.bacnet.server.BacnetServer) over
+    in-memory channels, started by ``gateway.bacnet.standalone.bench_server``: the object map
+    of docs/reference/bacnet.md, bound to 127.0.0.1:``port``."""
+    from gateway.bacnet.standalone import bench_server as factory
 
-    Contract (to wire when that module lands): ``gateway.bacnet.server`` provides
-    ``async def bench_server(channels: int, port: int) -> object`` that starts the real server,
-    with ``channels`` simulated channels and the object map of docs/reference/bacnet.md, bound to
-    127.0.0.1:``port``, and returns an object with ``close()`` (sync or async). Until then this
-    raises Unavailable.
-    """
-    try:
-        module = importlib.import_module("gateway.bacnet.server")
-    except ImportError as err:
-        raise Unavailable(f"gateway.bacnet.server is not importable yet ({err})") from err
-    factory = getattr(module, "bench_server", None)
-    if factory is None:
-        raise Unavailable(
-            "gateway.bacnet.server has no bench_server(channels, port) hook yet; "
-            "see start_gateway() in bench/bacnet.py"
-        )
     server = await factory(channels, port)
 
     def stats() -> str:
