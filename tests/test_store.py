@@ -354,23 +354,19 @@ def test_a_second_process_on_the_same_state_dir_refuses_to_start(tmp_path: Path)
 
 def test_a_killed_owner_leaves_no_stale_lock(tmp_path: Path) -> None:
     """The kernel drops the lock of a crashed process, so the next start succeeds."""
-    child = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes the pipes and waits for the child
         [sys.executable, "-c", OPEN_IN_CHILD, str(tmp_path)],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline() == "opened\n"
-        with pytest.raises(StoreError, match=f"pid {child.pid} "):
-            Store.open(tmp_path)
-    finally:
-        child.kill()
-        child.wait(timeout=60)
-        for pipe in (child.stdin, child.stdout):
-            if pipe is not None:
-                pipe.close()
+    ) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "opened\n"
+            with pytest.raises(StoreError, match=f"pid {child.pid} "):
+                Store.open(tmp_path)
+        finally:
+            child.kill()
     Store.open(tmp_path).close()
 
 
@@ -463,21 +459,17 @@ reset(store, "main", main_with_peak(), "00:20:00")
 print("acked", flush=True)
 sys.stdin.read()
 """
-    child = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes the pipes and waits for the child
         [sys.executable, "-c", script, str(tmp_path)],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline() == "acked\n"
-    finally:
-        child.kill()
-        child.wait(timeout=60)
-        for pipe in (child.stdin, child.stdout):
-            if pipe is not None:
-                pipe.close()
+    ) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "acked\n"
+        finally:
+            child.kill()
     with Store.open(tmp_path) as store:
         saved = store.load()
         assert saved is not None and saved.saved_at == at("00:20:00")  # no checkpoint yet
