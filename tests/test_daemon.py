@@ -293,6 +293,7 @@ def test_metrics_over_tls_with_basic_auth(tmp_path: Path) -> None:
                 )
             assert refused.value.code == 401
             assert "Basic" in refused.value.headers["WWW-Authenticate"]
+            refused.value.close()  # its TLS socket, before the GC finds it in another test
         with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP
             urllib.request.urlopen(url.replace("https", "http"), timeout=5)
         assert daemon.stop() == 0
