@@ -694,7 +694,7 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
     up = min((sources_up(body) for body in bodies), default=0)
     p50, p99 = percentile(ms, 50), percentile(ms, 99)
     rows = [
-        ("CPU, gateway process", "< 25 % of one core", f"{figures.cpu:.1f} %", figures.cpu < 25),
+        ("CPU, gateway process", "< 15 % of one core", f"{figures.cpu:.1f} %", figures.cpu < 15),
         (
             f"  max over {args.scrape_every:g} s slices",
             "",
