@@ -312,10 +312,15 @@ def _export(args: argparse.Namespace) -> int:
     else:
         db, zone, known = Path(args.db), None, []
     with Store.open_readonly(db) as store:
-        if args.config is None:  # no config: ids as ImportIDs, units as saved with the channels
+        if args.config is None:
+            # the ImportIDs and timezone the config that wrote the database gave (a channel no
+            # config described keeps its id), units as saved with the channels
             saved = store.load()
+            import_ids, timezone = store.identity()
+            if timezone is not None and not args.utc:
+                zone = ZoneInfo(timezone)
             known = [
-                ExportChannel(cid, cid, entry.rules.unit)
+                ExportChannel(cid, import_ids.get(cid, cid), entry.rules.unit)
                 for cid, entry in (saved.channels.items() if saved else [])
             ]
         channels = _chosen(known, args.channels)
@@ -445,6 +450,7 @@ def _replay(args: argparse.Namespace) -> int:
                 engine.now,
                 intervals=intervals,
             )
+            store.describe({c.id: c.import_id for c in config.channels}, config.timezone)
     return EXIT_OK
 
 

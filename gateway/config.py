@@ -41,7 +41,7 @@ from typing import Literal, overload
 from zoneinfo import ZoneInfo, available_timezones
 
 import yaml
-from yaml.nodes import Node, SequenceNode
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from gateway.bacnet.points import RESET_ALL_INSTANCE
 from gateway.config_sources import (
@@ -239,6 +239,9 @@ class Config:
     channels: tuple[ChannelConfig, ...]
     # The export: section holds only the schedule: mapping so far.
     export: ExportSchedule | None = field(default=None, metadata=yaml_key("export.schedule"))
+    # The gateway's timezone, for both purposes: replay reads this one key of the gateway
+    # section when it is there (a replayed database is labelled in local time like the site).
+    timezone: str = field(default=DEFAULT_TIMEZONE, metadata=yaml_key("gateway.timezone"))
 
     def rules(self) -> dict[str, ChannelRules]:
         """Channel rules by id, in config order."""
@@ -391,15 +394,28 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
         _check_bacnet_instances(reader, drafts)
         points = [draft.point for draft in drafts if draft.point is not None]
         check_shared_inputs(reader, points, {source.id: source for source in sources})
+    timezone = DEFAULT_TIMEZONE if run else _replay_timezone(reader, top.value_node("gateway"))
     if reader.problems:
         # Sorted by place: cross-checks run after the walk but belong where the file says.
         raise ConfigError(sorted(reader.problems, key=lambda p: (p.line, p.column)))
     channels = tuple(draft.config for draft in drafts if draft.config is not None)
     if not run:
-        return Config(file, None, None, None, (), channels)
+        return Config(file, None, None, None, (), channels, timezone=timezone or DEFAULT_TIMEZONE)
     # Both sections are required for run: a missing or broken one was reported above.
     assert gateway is not None and bacnet is not None
-    return RunConfig(file, gateway, bacnet, metrics, tuple(sources), channels, export)
+    return RunConfig(
+        file, gateway, bacnet, metrics, tuple(sources), channels, export, gateway.timezone
+    )
+
+
+def _replay_timezone(reader: Reader, node: Node | None) -> str | None:
+    """``gateway.timezone`` for replay, which reads that key alone of the gateway section."""
+    if not isinstance(node, MappingNode):
+        return None
+    for key_node, value_node in node.value:
+        if key_node.value == "timezone":
+            return _timezone(reader, value_node, "gateway.timezone")
+    return None
 
 
 def _compose(text: str, file: str) -> Node:

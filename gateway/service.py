@@ -111,6 +111,7 @@ class Gateway(GatewayView):
             self.desk.check()
             self.feed.mark_new_channels(self.engine.now)
             await self.checkpoints.save_now(self.engine.now)
+            _describe(store, self.config)
             await self._start_metrics()
             await self._start_bacnet()
             if self.config.bacnet is not None and not self.config.bacnet.reset_allowed_from:
@@ -332,6 +333,7 @@ class Gateway(GatewayView):
         self.intervals.intervals = _interval_spans(new)
         self.feed.mark_new_channels(t)
         await self.checkpoints.save_now(t, also=removed)  # removed channels' last state stays
+        _describe(self.store, new)
         if plan.sources_changed:
             try:
                 self.sources.bind(self.store, new)
@@ -378,6 +380,11 @@ class Gateway(GatewayView):
     @property
     def metrics_port(self) -> int | None:
         return self.endpoint.port
+
+
+def _describe(store: Store, config: RunConfig) -> None:
+    """What the billing data is booked to (ImportIDs, timezone), as this config says."""
+    store.describe({c.id: c.import_id for c in config.channels}, config.timezone)
 
 
 def _unbuildable(config: RunConfig) -> list[str]:

@@ -58,6 +58,7 @@ DB_NAME = "gateway.db"
 LOCK_NAME = "gateway.lock"
 APPLICATION_ID = 0x50474757  # "PGGW" in the file header: tells our databases from others
 BASELINE_READINGS = "baseline_readings"  # meta key: what each saved baseline was read from
+TIMEZONE = "timezone"  # meta key: the gateway's IANA timezone, as its config said
 
 
 class StoreError(Exception):
@@ -138,6 +139,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             channel TEXT PRIMARY KEY REFERENCES channels (id) ON DELETE CASCADE,
             end_us INTEGER NOT NULL, pulses_total INTEGER NOT NULL,
             {_real("consumption_total")})""",
+    ),
+    (
+        # 4: what the billing data is booked to: each channel's EnergyCAP ImportID as the
+        # config that wrote the database said (the timezone goes into meta), so an export or a
+        # periods listing from the database alone labels rows as the config would. No foreign
+        # key: like the interval data it labels, it outlives a removed channel.
+        "CREATE TABLE channel_identity (channel TEXT PRIMARY KEY, import_id TEXT NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -672,6 +680,28 @@ class Store:
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read {self.path}: {exc}") from exc
         return None if row is None else row[0]
+
+    def describe(self, import_ids: Mapping[str, str], timezone: str) -> None:
+        """Record each channel's ImportID and the gateway's timezone, as the config writing
+        to this database says (at start, on reload, by ``replay --db``); one transaction."""
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO channel_identity (channel, import_id) VALUES (?, ?)"
+                " ON CONFLICT (channel) DO UPDATE SET import_id = excluded.import_id",
+                list(import_ids.items()),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (TIMEZONE, timezone)
+            )
+
+    def identity(self) -> tuple[dict[str, str], str | None]:
+        """The ImportIDs per channel and the timezone recorded by ``describe`` (empty and None
+        in a database no config has described yet)."""
+        rows, zone = self._query(
+            "SELECT channel, import_id FROM channel_identity",
+            f"SELECT value FROM meta WHERE key = '{TIMEZONE}'",
+        )
+        return dict(rows), (zone[0][0] if zone else None)
 
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as conn:
