@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bac_py.encoding.primitives import decode_all_application_values
+from bac_py.encoding.primitives import (
+    decode_all_application_values,
+    decode_object_identifier,
+    decode_real,
+    decode_unsigned,
+)
+from bac_py.encoding.tags import decode_tag
 from bac_py.services.errors import BACnetError
 from bac_py.services.read_property_multiple import PropertyReference, ReadAccessSpecification
 from bac_py.types.enums import ErrorCode, PropertyIdentifier
@@ -461,6 +467,78 @@ async def test_cov_notifies_consumption_after_pulses(tmp_path: Path) -> None:
         second = await r.notification()
         assert second["PRESENT_VALUE"] == first["PRESENT_VALUE"] + 1.0
         assert bits(second["STATUS_FLAGS"]) == "0000"
+
+
+def constructed(data: bytes, offset: int = 0) -> tuple[list[tuple[int, Any]], int]:
+    """Context-tagged BACnet data as nested (tag number, bytes or list) items."""
+    items: list[tuple[int, Any]] = []
+    while offset < len(data):
+        tag, offset = decode_tag(data, offset)
+        if tag.is_closing:
+            return items, offset
+        if tag.is_opening:
+            inner, offset = constructed(data, offset)
+            items.append((tag.number, inner))
+        else:
+            items.append((tag.number, data[offset : offset + tag.length]))
+            offset += tag.length
+    return items, offset
+
+
+def cov_subscriptions(data: bytes) -> list[dict[str, Any]]:
+    """A BACnetLIST of BACnetCOVSubscription (135 21), decoded field by field."""
+    items, _ = constructed(data)
+    found: list[dict[str, Any]] = []
+    for number, value in items:
+        if number == 0:  # recipient: [0] recipient (a choice), [1] process identifier
+            recipient = dict(value)
+            # [1] address: the network number and the MAC, application-tagged
+            (_, network), (_, mac) = dict(recipient[0])[1]
+            found.append(
+                {
+                    "network": decode_unsigned(network),
+                    "mac": bytes(mac),
+                    "process": decode_unsigned(recipient[1]),
+                }
+            )
+        elif number == 1:  # monitored property reference: [0] object, [1] property
+            reference = dict(value)
+            found[-1]["object"] = decode_object_identifier(reference[0])
+            found[-1]["property"] = decode_unsigned(reference[1])
+        elif number == 2:
+            found[-1]["confirmed"] = bool(value[0])
+        elif number == 3:
+            found[-1]["remaining"] = decode_unsigned(value)
+        elif number == 4:
+            found[-1]["increment"] = decode_real(value)
+    return found
+
+
+@pytest.mark.asyncio
+async def test_the_device_lists_its_active_cov_subscriptions(tmp_path: Path) -> None:
+    """active-cov-subscriptions (12.11.38) names every live subscription: who, which object,
+    confirmed or not, the time left (0 for an indefinite one) and the COV increment of an
+    analog input; an ended subscription leaves the list."""
+    async with rig(tmp_path) as r:
+        ack = await r.client.read_property(r.address, "device,1001", "active-cov-subscriptions")
+        assert cov_subscriptions(ack.property_value) == []
+        await r.subscribe("ai,101", process_id=11, confirmed=True, lifetime=60)
+        await r.subscribe("bv,101", process_id=12, confirmed=False, lifetime=None)
+        ack = await r.client.read_property(r.address, "device,1001", "active-cov-subscriptions")
+        listed = sorted(cov_subscriptions(ack.property_value), key=lambda s: s["process"])
+        # the subscriber's B/IP address: 127.0.0.1 and its UDP port, on the local network (0)
+        assert [(s["network"], s["mac"][:4], len(s["mac"])) for s in listed] == [
+            (0, socket.inet_aton("127.0.0.1"), 6)
+        ] * 2
+        first, second = listed
+        assert (first["process"], first["object"], first["property"]) == (11, (0, 101), 85)
+        assert first["confirmed"] and 0 < first["remaining"] <= 60
+        assert first["increment"] == 1.0
+        assert (second["process"], second["object"], second["confirmed"]) == (12, (5, 101), False)
+        assert second["remaining"] == 0 and "increment" not in second
+        await r.client.unsubscribe_cov_ex(r.address, "ai,101", process_id=11)
+        ack = await r.client.read_property(r.address, "device,1001", "active-cov-subscriptions")
+        assert [s["process"] for s in cov_subscriptions(ack.property_value)] == [12]
 
 
 @pytest.mark.asyncio

@@ -18,6 +18,10 @@ Each fix is described, with the bacpypes3 code it works around, in docs/design/b
   write-access-denied without bacpypes3 ever casting or applying the value.
 - **Subscriptions** are capped at ``MAX_SUBSCRIPTIONS`` so that a client cannot exhaust memory
   with process identifiers (resources / no-space-to-add-list-element).
+- **Active COV subscriptions.** The Device's ``active-cov-subscriptions`` (12.11.38) asks the
+  application for ``get_active_cov_subscriptions``, which 0.0.110 does not have, so the list
+  always read empty. It is built here from the live subscriptions, with each one's time
+  remaining.
 - **ReadRange** is not offered: no object of the gateway has a list property worth ranging.
 - **Invoke IDs per peer.** 0.0.110 numbers the confirmed requests it sends (COV notifications)
   from one counter for all destinations, so with several subscribers each one saw an ID come
@@ -29,6 +33,7 @@ Each fix is described, with the bacpypes3 code it works around, in docs/design/b
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bacpypes3.apdu import (
@@ -43,7 +48,15 @@ from bacpypes3.apdu import (
     WritePropertyRequest,
 )
 from bacpypes3.app import Application
-from bacpypes3.basetypes import ErrorType, ObjectPropertyReference
+from bacpypes3.basetypes import (
+    COVSubscription,
+    DeviceAddress,
+    ErrorType,
+    ListOfCOVSubscription,
+    ObjectPropertyReference,
+    Recipient,
+    RecipientProcess,
+)
 from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
 from bacpypes3.primitivedata import ObjectType
 
@@ -114,6 +127,36 @@ class GatewayApplication(Application):
     def subscription_count(self) -> int:
         """Active COV subscriptions on all objects."""
         return sum(len(d.cov_subscriptions) for d in self._cov_detections.values())
+
+    def get_active_cov_subscriptions(self) -> ListOfCOVSubscription:
+        """Every live subscription, for the Device's active-cov-subscriptions (12.11.38)."""
+        now = asyncio.get_running_loop().time()
+        found = []
+        for detection in self._cov_detections.values():
+            for cov in detection.cov_subscriptions:
+                if cov.obj_ref is None:  # cancelled, not yet dropped
+                    continue
+                address = cov.client_addr
+                recipient = Recipient(
+                    address=DeviceAddress(
+                        networkNumber=address.addrNet or 0, macAddress=address.addrAddr
+                    )
+                )
+                handle = cov.cancel_handle  # None: an indefinite subscription, 0 remaining
+                remaining = 0 if handle is None else max(1, round(handle.when() - now))
+                subscription = COVSubscription(
+                    recipient=RecipientProcess(recipient=recipient, processIdentifier=cov.proc_id),
+                    monitoredPropertyReference=ObjectPropertyReference(
+                        objectIdentifier=cov.obj_id, propertyIdentifier="presentValue"
+                    ),
+                    issueConfirmedNotifications=bool(cov.confirmed),
+                    timeRemaining=remaining,
+                )
+                increment = getattr(cov.obj_ref, "covIncrement", None)
+                if increment is not None:
+                    subscription.covIncrement = float(increment)
+                found.append(subscription)
+        return ListOfCOVSubscription(found)
 
     def _renewal(self, apdu: SubscribeCOVRequest) -> bool:
         detection = self._cov_detections.get(apdu.monitoredObjectIdentifier)
