@@ -26,6 +26,7 @@ from bac_py.services.read_property_multiple import PropertyReference, ReadAccess
 from bac_py.types.enums import ErrorCode, PropertyIdentifier
 
 from gateway.bacnet.server import COV_BATCH
+from gateway.bacnet.startup import default_gateway, dns_servers
 from tests.bacnet_support import (
     APP_NULL,
     VERSION,
@@ -467,6 +468,40 @@ async def test_cov_notifies_consumption_after_pulses(tmp_path: Path) -> None:
         second = await r.notification()
         assert second["PRESENT_VALUE"] == first["PRESENT_VALUE"] + 1.0
         assert bits(second["STATUS_FLAGS"]) == "0000"
+
+
+@pytest.mark.asyncio
+async def test_the_network_port_has_what_a_bip_port_must_show(tmp_path: Path) -> None:
+    """apdu-length (a device of protocol revision below 24 must show it), ip-default-gateway
+    and ip-dns-server (an IPv4 port's): a loopback port has no gateway and no DNS server."""
+    async with rig(tmp_path) as r:
+        assert await r.read("network-port,1", "apdu-length") == 1476
+        assert await r.read("network-port,1", "ip-default-gateway") == b"\x00\x00\x00\x00"
+        listed = await r.read("network-port,1", "property-list")
+        names = {int(p) for p in listed}
+        wanted = {
+            PropertyIdentifier.APDU_LENGTH,
+            PropertyIdentifier.IP_DEFAULT_GATEWAY,
+            PropertyIdentifier.IP_DNS_SERVER,
+        }
+        assert wanted <= names
+        ack = await r.client.read_property(r.address, "network-port,1", "ip-dns-server")
+        assert ack.property_value == b""  # an empty array
+
+
+def test_the_default_gateway_and_dns_servers_are_read_from_the_host() -> None:
+    """The first default route's gateway (little-endian hex in /proc/net/route) and the IPv4
+    nameservers of resolv.conf; none of either gives 0.0.0.0 and an empty list."""
+    table = (
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n"
+        "eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n"
+        "eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\n"
+    )
+    assert default_gateway(table) == "192.168.1.1"
+    assert default_gateway(table.splitlines()[0] + "\n") == "0.0.0.0"
+    resolv = "# comment\nsearch site\nnameserver 10.0.0.2\nnameserver fe80::1\nnameserver 9.9.9.9\n"
+    assert dns_servers(resolv) == ["10.0.0.2", "9.9.9.9"]
+    assert dns_servers("") == []
 
 
 def constructed(data: bytes, offset: int = 0) -> tuple[list[tuple[int, Any]], int]:

@@ -57,7 +57,13 @@ from gateway.bacnet.points import (
     reset_all_point,
 )
 from gateway.bacnet.resets import ResetWrites
-from gateway.bacnet.startup import BacnetError, foreign_device, probe, route_stack_logging
+from gateway.bacnet.startup import (
+    BacnetError,
+    foreign_device,
+    ip_settings,
+    probe,
+    route_stack_logging,
+)
 from gateway.logging import get_logger
 
 if TYPE_CHECKING:
@@ -236,6 +242,9 @@ class BacnetServer:
             objectIdentifier=("network-port", NETWORK_PORT_INSTANCE),
             objectName=NETWORK_PORT_NAME,
         )
+        # required of a B/IP port below protocol revision 24 (apdu-length) and for IPv4 (12.56)
+        port.apduLength = MAX_APDU
+        port.ipDefaultGateway, port.ipDNSServer = ip_settings(host)
         foreign = getattr(settings, "foreign_device", None)
         if foreign is not None:
             bbmd, ttl = foreign_device(foreign)

@@ -10,14 +10,20 @@ hides", "Building the application" and "Logging".
   message for a person.
 - ``foreign_device``: ``bacnet.foreign_device`` as the BBMD address and TTL bacpypes3 takes.
 - ``route_stack_logging``: bacpypes3's standard-library log records become structured lines.
+- ``ip_settings``: the default gateway and DNS servers the network-port object reports
+  (ip-default-gateway, ip-dns-server: 12.56), which bacpypes3 leaves unset, read from the
+  kernel's routing table and resolv.conf when the port is bound.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
+import struct
+from pathlib import Path
 from typing import Any
 
 from gateway.logging import get_logger
@@ -94,3 +100,40 @@ def route_stack_logging() -> None:
     if not any(isinstance(h, _StackLog) for h in stack.handlers):
         stack.addHandler(_StackLog())
         stack.propagate = False
+
+
+ROUTES = Path("/proc/net/route")
+RESOLV_CONF = Path("/etc/resolv.conf")
+
+
+def ip_settings(
+    host: str, routes: Path = ROUTES, resolv_conf: Path = RESOLV_CONF
+) -> tuple[str, list[str]]:
+    """The IPv4 default gateway ("0.0.0.0" when there is none) and DNS servers of a port bound
+    to ``host``. A loopback port has neither. Unreadable files count as none: they describe the
+    host, and their absence must not keep the gateway from counting."""
+    if ipaddress.IPv4Address(host).is_loopback:
+        return "0.0.0.0", []
+    with contextlib.suppress(OSError):
+        return default_gateway(routes.read_text()), dns_servers(resolv_conf.read_text())
+    return "0.0.0.0", []
+
+
+def default_gateway(route_table: str) -> str:
+    """The gateway of the first default route in /proc/net/route text (little-endian hex)."""
+    for line in route_table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 3 and fields[1] == "00000000" and int(fields[3], 16) & 0x2:
+            return socket.inet_ntoa(struct.pack("<I", int(fields[2], 16)))
+    return "0.0.0.0"
+
+
+def dns_servers(resolv_conf: str) -> list[str]:
+    """The IPv4 nameservers of resolv.conf text, in order."""
+    found = []
+    for line in resolv_conf.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            with contextlib.suppress(ValueError):
+                found.append(str(ipaddress.IPv4Address(fields[1])))
+    return found
