@@ -16,6 +16,7 @@ from gateway.core.demand import (
 )
 from gateway.core.engine import ChannelReading, Engine, Saved
 from gateway.core.intervals import IntervalLog, IntervalMark, IntervalRecord
+from gateway.core.schedule import ResetSchedule
 from gateway.core.timeline import (
     Instant,
     Span,
@@ -43,6 +44,7 @@ __all__ = [
     "Ledger",
     "Reading",
     "ResetOutcome",
+    "ResetSchedule",
     "Saved",
     "Span",
     "TimeSyntaxError",
