@@ -133,11 +133,12 @@ class Schedule:
     # -- pruning and the checksum check -----------------------------------------------------
 
     async def prune_hourly(self) -> None:
-        """Prune expired interval records and check the checksums, now and every hour."""
+        """Prune expired interval records now and every hour; check the checksums from the
+        whole audit every hour (start-up has just judged them, so not again at once)."""
         while True:
             await self.prune(self._now())
-            await self.desk.check_in_background()
             await asyncio.sleep(PRUNE_EVERY_S)
+            await self.desk.check_in_background()
 
     async def prune(self, t: Instant) -> None:
         """Delete interval records past the retention, a batch at a time between other work."""
