@@ -443,8 +443,8 @@ def _replay(args: argparse.Namespace) -> int:
         except UnicodeDecodeError:
             raise ReplayError(f"{name}: not UTF-8 text") from None
         if store is not None and engine is not None:
-            for outcomes, states in resets:
-                store.record_resets(outcomes, "replay", states)
+            for source, outcomes, states in resets:
+                store.record_resets(outcomes, source, states)
             store.checkpoint(
                 {cid: (c.rules, c.state()) for cid, c in engine.channels.items()},
                 engine.now,

@@ -40,11 +40,15 @@ class Feed:
         *,
         changed: Callable[[], None],
         sources_changed: Callable[[], object],
+        fire: Callable[[], object],
+        fire_failed: Callable[[], object],
         live: bool = False,
     ) -> None:
         """``changed``: something a BACnet subscriber may care about changed (cheap, called
-        often); ``sources_changed``: a source went up or down; ``live``: log one line per
-        channel each slide, for a person watching."""
+        often); ``sources_changed``: a source went up or down; ``fire``: apply and record the
+        scheduled resets due at the engine's ``next_fire`` (durable, or put back and raise);
+        ``fire_failed``: one could not be recorded, so the gateway must stop; ``live``: log
+        one line per channel each slide, for a person watching."""
         self.config = config  # the service replaces it on reload
         self.engine = engine
         self.timeline = timeline
@@ -53,8 +57,13 @@ class Feed:
         self.status = status
         self._changed = changed
         self._sources_changed = sources_changed
+        self._fire = fire
+        self._fire_failed = fire_failed
         self.live = live
         self.held = timeline.held  # channels kept offline until a clock hold ends
+        # a scheduled reset that could not be stored: time stops here until the gateway has
+        # stopped, so the saved state still has it due and the next start applies it
+        self.frozen = False
 
     # -- PulseSink ------------------------------------------------------------------------
 
@@ -103,10 +112,15 @@ class Feed:
     def now(self) -> Instant:
         """The current instant, after closing every boundary up to it (and handling steps)."""
         t, step = self.timeline.read()
+        if self.frozen:
+            return self.engine.now
         if step is not None:
             self._on_step(step, t)
-        if t >= self.engine.next_due:
-            self._on_readings(self.engine.advance(t), t)
+        engine = self.engine
+        if not self._through(t, lambda s: self._on_readings(engine.advance(s), s)):
+            return engine.now
+        if t >= engine.next_due:
+            self._on_readings(engine.advance(t), t)
         if self.held and not self.timeline.held:
             # after the boundaries up to t: the channels were offline through all of them
             self.held = False
@@ -115,13 +129,32 @@ class Feed:
             self._changed()
         return t
 
+    def _through(self, t: Instant, reach: Callable[[Instant], object]) -> bool:
+        """Apply every scheduled reset due by ``t``, each once ``reach`` has brought the engine
+        to its instant; False when one could not be recorded (the gateway is stopping)."""
+        engine = self.engine
+        while engine.next_fire <= t and not self.frozen:
+            s = engine.next_fire
+            reach(s)
+            try:
+                self._fire()
+            except Exception as exc:
+                log.error("scheduled_reset_not_recorded", at=s, error=repr(exc))
+                self.frozen = True
+                self._fire_failed()
+        return not self.frozen
+
     def _on_step(self, step: Step, t: Instant) -> None:
         """A wall-clock step is an outage: no reordering, no burst of invented windows."""
         log.warning("clock_step", last=step.last, wall=step.wall, forwards=step.forwards)
-        # the boundaries before the step were observed: close them normally
+        # the boundaries before the step were observed: close them normally (the caller has
+        # applied the scheduled resets due by then)
         self._on_readings(self.engine.advance(step.last), step.last)
         self.engine.offline_all(step.last)
         if step.forwards:
+            # the scheduled resets the step jumped over still happen, each at its instant
+            if not self._through(t, self.engine.skip_to):
+                return
             self.engine.skip_to(t)
             self.channels_online(t)
         else:

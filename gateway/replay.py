@@ -9,6 +9,8 @@ Decisions the formats leave open (also in docs/reference/commands.md):
   event, or a row earlier than the one before it is an error naming its line.
 - ``--start`` is when counting began; a row earlier than it contradicts that and is an error.
   Rows after ``--end`` are not read (they cannot change any output row).
+- A channel's ``reset_schedule`` applies as in the gateway: each scheduled reset at its
+  instant, after that instant's boundary and before that instant's rows (source ``schedule``).
 - ``--db PATH`` writes the resets (source ``replay``) and the channels' final state into a new
   database, only after the whole log was good; one that already holds state is refused, so a
   replay can never overwrite a gateway's own state. The interval records go in with them.
@@ -55,7 +57,11 @@ class ReplayError(Exception):
     """A bad event log; the message names the file and line."""
 
 
-type ResetLog = list[tuple[dict[str, ResetOutcome], dict[str, tuple[ChannelRules, ChannelState]]]]
+# every reset attempt in order: its source ("replay" for a row, "schedule"), the outcomes by
+# channel and the states after them
+type ResetLog = list[
+    tuple[str, dict[str, ResetOutcome], dict[str, tuple[ChannelRules, ChannelState]]]
+]
 
 
 def replay(
@@ -141,8 +147,8 @@ def _run(
                     break
                 t = now
                 last_text = time_text
-                if t >= engine.next_due:
-                    write(engine.advance(t))
+                if t >= engine.next_due or t >= engine.next_fire:
+                    _advance(engine, t, write, resets)
             assert engine is not None
             if event == "pulses":
                 # the hot path: straight to the channel, which still refuses an event that is
@@ -156,7 +162,7 @@ def _run(
                 channel = _known(channel, channels)
                 outcome = engine.reset(channel, t)
                 if resets is not None:
-                    resets.append(({channel: outcome}, _states(engine, [channel])))
+                    resets.append(("replay", {channel: outcome}, _states(engine, [channel])))
             elif event == "offline":
                 _empty(value, event)
                 engine.offline(_known(channel, channels), t)
@@ -172,7 +178,7 @@ def _run(
                     )
                 outcomes = engine.reset_all(t)
                 if resets is not None:
-                    resets.append((outcomes, _states(engine, list(outcomes))))
+                    resets.append(("replay", outcomes, _states(engine, list(outcomes))))
             else:
                 raise ReplayError(f"unknown event {event!r}: expected one of {', '.join(EVENTS)}")
         except (ReplayError, DemandError, TimeSyntaxError) as exc:
@@ -181,8 +187,25 @@ def _run(
     if engine is None:
         return None  # no rows and no --start: no boundary to show
     # end = --end, or the last row's time; rows after --end were not read
-    write(engine.advance(end if end is not None else t))
+    _advance(engine, end if end is not None else t, write, resets)
     return engine
+
+
+def _advance(
+    engine: Engine,
+    t: Instant,
+    write: Callable[[list[ChannelReading]], None],
+    resets: ResetLog | None,
+) -> None:
+    """Boundaries and scheduled resets up to ``t``, in time order, as the live gateway does:
+    a scheduled reset comes after the boundary at its instant and before the rows at it."""
+    while engine.next_fire <= t:
+        write(engine.advance(engine.next_fire))
+        fired = engine.fire()
+        if resets is not None and fired:
+            outcomes = {item.channel: item.outcome for item in fired}
+            resets.append(("schedule", outcomes, _states(engine, list(outcomes))))
+    write(engine.advance(t))
 
 
 def _states(engine: Engine, channels: list[str]) -> dict[str, tuple[ChannelRules, ChannelState]]:

@@ -26,6 +26,7 @@ from gateway.core import (
     Engine,
     Instant,
     Ledger,
+    ResetAttempt,
     ResetOutcome,
     judge,
 )
@@ -34,6 +35,8 @@ from gateway.status import Status
 from gateway.store import Store
 
 log = get_logger("service")
+
+SCHEDULE = "schedule"  # the audit source of a reset a channel's reset_schedule made
 
 
 class ResetDesk:
@@ -63,46 +66,92 @@ class ResetDesk:
         """Reset one channel; durable on disk before this returns."""
         t = self._now()
         before = {channel_id: self.engine.channels[channel_id].state()}
-        outcomes = {channel_id: self.engine.reset(channel_id, t)}
-        self._record(outcomes, before, origin)
-        return outcomes[channel_id]
+        outcome = self.engine.reset(channel_id, t)
+        self._record([ResetAttempt(channel_id, outcome)], before, origin)
+        return outcome
 
     def reset_all(self, origin: str) -> dict[str, ResetOutcome]:
         """Reset every channel at one instant, each under its own lockout; one transaction."""
         t = self._now()
         before = {cid: channel.state() for cid, channel in self.engine.channels.items()}
         outcomes = self.engine.reset_all(t)
-        self._record(outcomes, before, origin)
+        self._record([ResetAttempt(cid, o) for cid, o in outcomes.items()], before, origin)
         return outcomes
+
+    def fire(self) -> list[ResetAttempt]:
+        """The scheduled resets due at the engine's ``next_fire`` (its boundaries closed),
+        applied and made durable (source ``schedule``), or put back and the error raised."""
+        engine = self.engine
+        due = engine.next_fire
+        before = {
+            cid: channel.state()
+            for cid, channel in engine.channels.items()
+            if channel.schedule_next == due
+        }
+        fired = engine.fire()
+        self._record(fired, before, SCHEDULE)
+        return fired
+
+    def record_missed(self, fired: list[ResetAttempt]) -> None:
+        """The scheduled resets a start-up applied for the downtime, all in one transaction
+        with the states after them: written together or not at all (then the next start
+        applies them again), so none is applied twice or lost."""
+        if not fired:
+            return
+        channels = self.engine.channels
+        touched = dict.fromkeys(item.channel for item in fired)
+        baselines = self._baselines()
+        self.store.record_scheduled(
+            fired,
+            {cid: (channels[cid].rules, channels[cid].state()) for cid in touched},
+            {cid: baselines[cid] for cid in touched if cid in baselines},
+        )
+        log.info("missed_resets_applied", count=len(fired), channels=len(touched))
+        if len(fired) <= 100:  # a year of daily resets on every channel is one line above
+            for item in fired:
+                self._log_attempt(item, SCHEDULE)
+        # the checksum: start-up reads the whole audit next (``check``)
 
     def _record(
         self,
-        outcomes: dict[str, ResetOutcome],
+        attempts: list[ResetAttempt],
         before: Mapping[str, ChannelState],
         origin: str,
     ) -> None:
         channels = self.engine.channels
         baselines = self._baselines()
+        touched = dict.fromkeys(item.channel for item in attempts)
         try:
             self.store.record_resets(
-                outcomes,
+                {item.channel: item.outcome for item in attempts},
                 origin,
-                {cid: (channels[cid].rules, channels[cid].state()) for cid in outcomes},
-                {cid: baselines[cid] for cid in outcomes if cid in baselines},
+                {cid: (channels[cid].rules, channels[cid].state()) for cid in touched},
+                {cid: baselines[cid] for cid in touched if cid in baselines},
             )
         except Exception:
             # not durable, so not done: put every channel back as it was
             for cid, state in before.items():
                 self.engine.put_back(cid, state)
-            log.error("reset_not_recorded", channels=list(outcomes), origin=origin)
+            log.error("reset_not_recorded", channels=list(touched), origin=origin)
             raise
-        for cid, outcome in outcomes.items():
-            event = "reset_accepted" if outcome.accepted else "reset_refused"
-            log.info(event, channel=cid, origin=origin, reason=outcome.reason)
-            if outcome.accepted:
-                ledger = self._ledgers.get(cid, Ledger())
-                self._ledgers[cid] = ledger.with_reset(outcome.after.previous_peak_demand)
-                self._judge(cid)
+        self._audited(attempts, origin)
+
+    def _audited(self, attempts: list[ResetAttempt], origin: str) -> None:
+        """After the audit rows are durable: the log lines and the checksum ledgers."""
+        for item in attempts:
+            self._log_attempt(item, origin)
+            if item.outcome.accepted:
+                ledger = self._ledgers.get(item.channel, Ledger())
+                self._ledgers[item.channel] = ledger.with_reset(
+                    item.outcome.after.previous_peak_demand
+                )
+                self._judge(item.channel)
+
+    @staticmethod
+    def _log_attempt(item: ResetAttempt, origin: str) -> None:
+        outcome = item.outcome
+        event = "reset_accepted" if outcome.accepted else "reset_refused"
+        log.info(event, channel=item.channel, origin=origin, reason=outcome.reason)
 
     # -- refusals that never reached the engine -------------------------------------------
 

@@ -24,7 +24,8 @@ and never written to. Migrations are an ordered list; all pending ones run in on
 
 Modules: ``store_schema`` (the file format, its checks and migrations), ``store_connection``
 (the connection, transactions, snapshot reads), ``store_rows`` (row encoding),
-``store_resets`` (the reset audit) and ``store_intervals`` (interval records); ``Store`` puts
+``store_resets`` (the reset audit), ``store_periods`` (billing periods) and
+``store_intervals`` (interval records); ``Store`` puts
 them together, and every name other modules import is importable from here.
 """
 
@@ -49,6 +50,7 @@ from gateway.core import (
 )
 from gateway.store_connection import StoreConnection
 from gateway.store_intervals import IntervalLog
+from gateway.store_periods import BillingPeriods, PeriodRecord
 from gateway.store_resets import ResetAudit, ResetRecord, format_resets
 from gateway.store_rows import (
     _CHANNEL_UPSERT,
@@ -81,6 +83,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "TIMEZONE",
+    "PeriodRecord",
     "ResetRecord",
     "Saved",
     "SavedChannel",
@@ -116,7 +119,7 @@ class SavedState:
     baselines: dict[str, int | float] = field(default_factory=dict)
 
 
-class Store(ResetAudit, IntervalLog):
+class Store(ResetAudit, IntervalLog, BillingPeriods):
     """The SQLite state store of one gateway; use ``Store.open`` or ``Store.open_readonly``.
 
     Calls are short and serialised by an internal lock, so the service may call them from

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from gateway.core import Instant, ResetOutcome, Saved, Totals
+from gateway.core import Instant, ResetAttempt, ResetOutcome, Saved, Totals
 from gateway.core.checksum import ChannelVerdict, Ledger, judge, ledgers
 from gateway.store_connection import StoreConnection
 from gateway.store_rows import _CHANNEL_UPSERT, _STATE_REPLACE, _float, _rules_row, _state_row
@@ -21,6 +21,11 @@ _RESET_COLUMNS = (
     "channel, time_us, source, accepted, reason, peak_before, previous_peak_before, "
     "cumulative_before, reset_count_before, peak_after, previous_peak_after, cumulative_after, "
     "reset_count_after"
+)
+_RESET_INSERT = f"INSERT INTO resets ({_RESET_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+_PERIOD_INSERT = (
+    "INSERT INTO periods (reset_id, channel, start_us, end_us, consumption, peak_demand,"
+    " peak_time, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _LOG_QUERY = f"SELECT id, {_RESET_COLUMNS} FROM resets ORDER BY id"
 # the accepted resets of each channel's current life (after its audit_from), in log order; a
@@ -78,9 +83,32 @@ class ResetAudit(StoreConnection):
         state counts every pulse up to the reset, so its baseline must move with it: an older
         one would count the pulses in between again after a crash.
         """
+        self._record_attempts(
+            [(channel, outcome) for channel, outcome in outcomes.items()], source, states, baselines
+        )
+
+    def record_scheduled(
+        self,
+        fired: Sequence[ResetAttempt],
+        states: Mapping[str, Saved],
+        baselines: Mapping[str, int | float] | None = None,
+    ) -> None:
+        """Scheduled resets (source ``schedule``), in order, with the states after the last of
+        them, in one transaction: the ones a start-up applies for a downtime are all written
+        or none, so a crash never applies one twice nor skips one."""
+        attempts = [(item.channel, item.outcome) for item in fired]
+        self._record_attempts(attempts, "schedule", states, baselines)
+
+    def _record_attempts(
+        self,
+        attempts: Sequence[tuple[str, ResetOutcome]],
+        source: str,
+        states: Mapping[str, Saved],
+        baselines: Mapping[str, int | float] | None,
+    ) -> None:
         if not source:
             raise ValueError("a reset needs a source, such as 'replay' or a BACnet address")
-        missing = [c for c, o in outcomes.items() if o.accepted and c not in states]
+        missing = sorted({c for c, o in attempts if o.accepted and c not in states})
         if missing:
             raise ValueError(f"accepted resets need the channel state: {', '.join(missing)}")
         rows = {channel: _state_row(state) for channel, (_, state) in states.items()}
@@ -92,12 +120,26 @@ class ResetAudit(StoreConnection):
                     # the channel row first, so a new channel's audit_from precedes its reset rows
                     conn.execute(_CHANNEL_UPSERT, (channel, *rules_rows[channel]))
                     conn.execute(_STATE_REPLACE, (channel, *rows[channel]))
-                for channel, outcome in outcomes.items():
+                for channel, outcome in attempts:
                     row = (channel, outcome.time, source, outcome.accepted, outcome.reason)
                     row += (*_totals_row(outcome.before), *_totals_row(outcome.after))
-                    conn.execute(
-                        f"INSERT INTO resets ({_RESET_COLUMNS}) VALUES ({', '.join('?' * 13)})", row
-                    )
+                    reset_id = conn.execute(_RESET_INSERT, row).lastrowid
+                    period = outcome.period
+                    if period is not None:
+                        peak = period.peak_demand
+                        conn.execute(
+                            _PERIOD_INSERT,
+                            (
+                                reset_id,
+                                channel,
+                                period.start,
+                                period.end,
+                                _float("a period's consumption", period.consumption),
+                                None if peak is None else _float("a period's peak", peak),
+                                period.peak_time,
+                                source,
+                            ),
+                        )
                 self._save_baselines(conn, baseline_rows)
                 # Under the lock, before the commit: a failed commit only delays these channels'
                 # next checkpoint row by one checkpoint.

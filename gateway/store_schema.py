@@ -109,6 +109,33 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # key: like the interval data it labels, it outlives a removed channel.
         "CREATE TABLE channel_identity (channel TEXT PRIMARY KEY, import_id TEXT NOT NULL)",
     ),
+    (
+        # 5: billing periods. A channel's state gains its open period (since when, from what
+        # consumption), the consumption of its last closed one and its next scheduled reset.
+        # A database from before has no record of when its period began: the period starts at
+        # the last accepted reset, or at the channel's last event, with today's consumption.
+        "ALTER TABLE channel_state ADD COLUMN period_start INTEGER NOT NULL DEFAULT 0",
+        # (SQLite cannot add a column with a CHECK to a table that has rows; the store writes
+        # these as doubles, like every float)
+        "ALTER TABLE channel_state ADD COLUMN period_base NOT NULL DEFAULT 0.0",
+        "ALTER TABLE channel_state ADD COLUMN previous_period NOT NULL DEFAULT 0.0",
+        # 2**63 - 1: no scheduled reset due (the core's NEVER)
+        "ALTER TABLE channel_state ADD COLUMN schedule_next INTEGER NOT NULL"
+        " DEFAULT 9223372036854775807",
+        """UPDATE channel_state SET period_start = coalesce(last_reset, now),
+            period_base = consumption_base + (pulses_total - pulses_at_base) * scale_factor""",
+        # one row per accepted reset, written in the reset's transaction; like the audit it
+        # is billing evidence, kept for ever and never changed
+        f"""CREATE TABLE periods (
+            reset_id INTEGER PRIMARY KEY REFERENCES resets (id), channel TEXT NOT NULL,
+            start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, {_real("consumption")},
+            {_real_or_null("peak_demand")}, peak_time INTEGER, source TEXT NOT NULL)""",
+        "CREATE INDEX periods_by_channel ON periods (channel, end_us)",
+        """CREATE TRIGGER periods_no_update BEFORE UPDATE ON periods
+            BEGIN SELECT RAISE(ABORT, 'billing periods are append-only'); END""",
+        """CREATE TRIGGER periods_no_delete BEFORE DELETE ON periods
+            BEGIN SELECT RAISE(ABORT, 'billing periods are append-only'); END""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

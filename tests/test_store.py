@@ -6,6 +6,7 @@ Every test uses a real SQLite file under tmp_path; nothing is mocked.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from gateway import store as store_module
 from gateway.core import Channel, ChannelState, Reading, ResetOutcome
+from gateway.core.demand import NEVER
 from gateway.store import (
     APPLICATION_ID,
     DB_NAME,
@@ -224,6 +226,10 @@ states = st.builds(
     reset_count=counts,
     last_reset=st.none() | instants,
     rejected_resets=counts,
+    period_start=instants,
+    period_base=finite_or_not,
+    previous_period=finite_or_not,
+    schedule_next=instants | st.just(NEVER),
 )
 
 
@@ -691,17 +697,48 @@ def test_source_baselines_are_saved_with_the_state_exactly(tmp_path: Path) -> No
 def test_a_version_1_database_is_upgraded_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A database written before source baselines existed opens, upgrades and keeps its state."""
+    """A database written before source baselines and billing periods existed opens, upgrades
+    and keeps its state; its open period starts at its last event, from today's consumption."""
     channel = main_with_peak()
+    state = channel.state()
     with monkeypatch.context() as old:
         old.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
         old.setattr(store_module, "SCHEMA_VERSION", 1)
-        with Store.open(tmp_path) as store:
-            store.checkpoint({"main": (channel.rules, channel.state())}, at("00:10:00"))
+        with Store.open(tmp_path):
+            pass
+    # the rows as version 1 wrote them: the state's first 19 columns
+    conn = raw(tmp_path)
+    v1_fields = ChannelState._fields[:19]
+    with conn:
+        conn.execute(
+            "INSERT INTO channels VALUES ('main', 'kWh', ?, ?, ?, ?, ?, 0)",
+            (
+                channel.rules.scale_factor,
+                channel.rules.window,
+                channel.rules.slide,
+                float(channel.rules.initial_reading),
+                channel.rules.reset_lockout,
+            ),
+        )
+        row = [getattr(state, name) for name in v1_fields]
+        row[v1_fields.index("window_intervals")] = json.dumps(list(state.window_intervals))
+        conn.execute(
+            f"INSERT INTO channel_state (channel, {', '.join(v1_fields)})"
+            f" VALUES ('main'{', ?' * len(v1_fields)})",
+            row,
+        )
+        conn.execute("INSERT INTO checkpoint VALUES (1, ?)", (at("00:10:00"),))
+    conn.close()
     assert raw(tmp_path).execute("PRAGMA user_version").fetchone()[0] == 1
     with Store.open(tmp_path) as store:
         saved = store.load()
-    assert saved is not None and saved.channels["main"].state == channel.state()
+    expected = state._replace(
+        period_start=state.now if state.last_reset is None else state.last_reset,
+        period_base=channel.consumption,
+        previous_period=0.0,
+        schedule_next=NEVER,
+    )
+    assert saved is not None and saved.channels["main"].state == expected
     assert saved.baselines == {}
     assert raw(tmp_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 

@@ -10,11 +10,12 @@ from gateway.core.demand import (
     ChannelRules,
     ChannelState,
     DemandError,
+    Period,
     Reading,
     ResetOutcome,
     Totals,
 )
-from gateway.core.engine import ChannelReading, Engine, Saved
+from gateway.core.engine import ChannelReading, Engine, ResetAttempt, Resumed, Saved
 from gateway.core.intervals import IntervalLog, IntervalMark, IntervalRecord
 from gateway.core.schedule import ResetSchedule
 from gateway.core.timeline import (
@@ -42,9 +43,12 @@ __all__ = [
     "IntervalMark",
     "IntervalRecord",
     "Ledger",
+    "Period",
     "Reading",
+    "ResetAttempt",
     "ResetOutcome",
     "ResetSchedule",
+    "Resumed",
     "Saved",
     "Span",
     "TimeSyntaxError",

@@ -25,6 +25,12 @@ gives "not available" (``None``).
     consumption           initial_reading + pulses_total * scale_factor, piecewise when the
                           factor changes, so it never jumps
 
+Billing periods: every accepted reset closes one, from the previous accepted reset (or the
+channel's creation) to this one, with the consumption between them and the peak the reset moves
+to previous peak. A channel with a ``reset_schedule`` resets itself at each scheduled instant
+(``fire``); the next one due is part of its state, so a restart applies each missed instant
+exactly once (gateway/core/schedule.py has the calendar arithmetic).
+
 Events are applied in the order given; events at a boundary instant b come after the row for
 b, which the caller obtains with ``close(b)`` before feeding them. The work per pulse event and
 per boundary is O(1): the window's pulses live in a ring of W/S interval counts with a running
@@ -35,10 +41,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import NamedTuple
 
+from gateway.core.schedule import ResetSchedule, next_after
 from gateway.core.timeline import MICROS_PER_SECOND, Instant, Span, next_boundary_after
 from gateway.core.units import Unit
+
+NEVER: Instant = 2**63 - 1  # later than any instant (and fits SQLite): nothing is due
 
 
 class DemandError(ValueError):
@@ -55,6 +65,8 @@ class ChannelRules:
     slide: Span
     initial_reading: float = 0.0
     reset_lockout: Span = 0
+    reset_schedule: ResetSchedule | None = None
+    timezone: tzinfo | None = None  # the wall clock the schedule is read on; None = UTC
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -106,6 +118,21 @@ class Totals:
 
 
 @dataclass(frozen=True, slots=True)
+class Period:
+    """A closed billing period: from one accepted reset (or the channel's creation) to the next.
+
+    ``peak_demand`` is the peak the closing reset moved to previous peak and ``peak_time`` the
+    boundary that set it; both None when the period had no valid demand above zero.
+    """
+
+    start: Instant
+    end: Instant
+    consumption: float
+    peak_demand: float | None
+    peak_time: Instant | None
+
+
+@dataclass(frozen=True, slots=True)
 class ResetOutcome:
     """The result of one reset attempt; a refused one changed nothing."""
 
@@ -114,6 +141,7 @@ class ResetOutcome:
     reason: str  # "accepted" or "lockout"
     before: Totals
     after: Totals
+    period: Period | None = None  # the billing period an accepted reset closed
 
 
 class ChannelState(NamedTuple):
@@ -143,6 +171,10 @@ class ChannelState(NamedTuple):
     reset_count: int
     last_reset: Instant | None
     rejected_resets: int = 0
+    period_start: Instant = 0
+    period_base: float = 0.0  # consumption at period_start
+    previous_period: float = 0.0  # consumption of the last closed period (0 before the first)
+    schedule_next: Instant = NEVER  # the next scheduled reset not yet applied
 
 
 class Channel:
@@ -165,12 +197,16 @@ class Channel:
         "next_boundary",
         "now",
         "peak_demand",
+        "period_base",
+        "period_start",
         "previous_peak_demand",
+        "previous_period",
         "pulses_total",
         "rejected_resets",
         "reset_count",
         "rules",
         "scale_factor",
+        "schedule_next",
     )
 
     def __init__(self, rules: ChannelRules, start: Instant) -> None:
@@ -197,6 +233,10 @@ class Channel:
         self.reset_count = 0
         self.last_reset: Instant | None = None
         self.rejected_resets = 0
+        self.period_start = start
+        self.period_base = rules.initial_reading
+        self.previous_period = 0.0
+        self.schedule_next = _next_fire(rules, start)
 
     # -- read side ----------------------------------------------------------------------------
 
@@ -205,6 +245,11 @@ class Channel:
         return (
             self.consumption_base + (self.pulses_total - self._pulses_at_base) * self.scale_factor
         )
+
+    @property
+    def period_consumption(self) -> float:
+        """Consumption since the last accepted reset (or the channel's creation)."""
+        return self.consumption - self.period_base
 
     @property
     def is_online(self) -> bool:
@@ -250,6 +295,8 @@ class Channel:
             )
         if t >= self.next_boundary:
             raise DemandError("the boundary before this event has not been closed")
+        if t >= self.schedule_next:  # a scheduled reset comes before events at its instant
+            raise DemandError("the scheduled reset due by this event has not been applied")
 
     def pulses(self, t: Instant, count: int) -> None:
         """``count`` pulses counted at ``t``.
@@ -295,13 +342,42 @@ class Channel:
         if self.last_reset is not None and t - self.last_reset < lockout:
             self.rejected_resets += 1
             return ResetOutcome(t, False, "lockout", before, before)
+        consumption = self.consumption
+        peak_time = self._peak_time
+        period = Period(
+            self.period_start,
+            t,
+            consumption - self.period_base,
+            None if peak_time is None else self.peak_demand,
+            peak_time,
+        )
+        self.previous_period = period.consumption
+        self.period_start = t
+        self.period_base = consumption
         self.previous_peak_demand = self.peak_demand
         self.cumulative_demand += self.peak_demand
         self.peak_demand = 0.0
         self._peak_time = None
         self.reset_count += 1
         self.last_reset = t
-        return ResetOutcome(t, True, "accepted", before, self.totals())
+        return ResetOutcome(t, True, "accepted", before, self.totals(), period)
+
+    def fire(self) -> ResetOutcome:
+        """The scheduled reset due at ``schedule_next``: a Reset at that instant under the
+        same lockout, then the schedule moves on (a refused one is not tried again)."""
+        t = self.schedule_next
+        if t == NEVER:
+            raise DemandError("no scheduled reset is due")
+        if t >= self.next_boundary:
+            raise DemandError("the boundary before this scheduled reset has not been closed")
+        self.schedule_next = NEVER  # lets reset() take t itself
+        try:
+            outcome = self.reset(t)
+        except DemandError:
+            self.schedule_next = t
+            raise
+        self.schedule_next = _next_fire(self.rules, t)
+        return outcome
 
     def change_scale(self, t: Instant, scale_factor: float) -> None:
         """A new scale factor from ``t`` on (a reload): consumption stays continuous, and no
@@ -333,8 +409,14 @@ class Channel:
             self.rules.window,
             self.rules.slide,
         )
+        schedule_changed = (rules.reset_schedule, rules.timezone) != (
+            self.rules.reset_schedule,
+            self.rules.timezone,
+        )
         self.change_scale(t, rules.scale_factor)
         self.rules = rules
+        if schedule_changed:  # a new schedule counts from now: nothing before it is missed
+            self.schedule_next = _next_fire(rules, t)
         if window_changed:
             self._ring = [0] * rules.slides_per_window
             self._ring_pos = 0
@@ -422,6 +504,10 @@ class Channel:
             reset_count=self.reset_count,
             last_reset=self.last_reset,
             rejected_resets=self.rejected_resets,
+            period_start=self.period_start,
+            period_base=self.period_base,
+            previous_period=self.previous_period,
+            schedule_next=self.schedule_next,
         )
 
     @classmethod
@@ -455,4 +541,15 @@ class Channel:
         channel.reset_count = state.reset_count
         channel.last_reset = state.last_reset
         channel.rejected_resets = state.rejected_resets
+        channel.period_start = state.period_start
+        channel.period_base = state.period_base
+        channel.previous_period = state.previous_period
+        channel.schedule_next = state.schedule_next
         return channel
+
+
+def _next_fire(rules: ChannelRules, t: Instant) -> Instant:
+    """The channel's first scheduled reset strictly after ``t`` (NEVER without a schedule)."""
+    if rules.reset_schedule is None:
+        return NEVER
+    return next_after(rules.reset_schedule, rules.timezone, t)

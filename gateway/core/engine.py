@@ -10,9 +10,11 @@ never reads a clock: ``advance(t)`` is told what time it is.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from gateway.core.demand import (
+    NEVER,
     Channel,
     ChannelRules,
     ChannelState,
@@ -20,6 +22,7 @@ from gateway.core.demand import (
     Reading,
     ResetOutcome,
 )
+from gateway.core.schedule import next_after
 from gateway.core.timeline import Instant
 
 type Saved = tuple[ChannelRules, ChannelState]  # a channel as the store keeps it
@@ -33,10 +36,36 @@ class ChannelReading:
     reading: Reading
 
 
-class Engine:
-    """The demand rules for an ordered set of channels."""
+@dataclass(frozen=True, slots=True)
+class ResetAttempt:
+    """One reset attempt on one channel (accepted or refused), for the audit."""
 
-    __slots__ = ("_order", "channels", "next_due", "now", "start")
+    channel: str
+    outcome: ResetOutcome
+
+
+class Resumed(NamedTuple):
+    """An engine after a downtime, and the scheduled resets it applied for the downtime."""
+
+    engine: Engine
+    missed: list[ResetAttempt]  # in time order, then config order
+
+
+class Engine:
+    """The demand rules for an ordered set of channels.
+
+    Scheduled resets are events the engine knows in advance: ``next_fire`` is the earliest
+    one due. Whoever drives the engine applies them in time order with the boundaries::
+
+        while engine.next_fire <= t:
+            readings = engine.advance(engine.next_fire)   # boundaries first, then
+            fired = engine.fire()                          # the resets at that instant
+        readings = engine.advance(t)
+
+    ``advance`` refuses to pass a scheduled reset, so none can be skipped by mistake.
+    """
+
+    __slots__ = ("_order", "channels", "next_due", "next_fire", "now", "start")
 
     def __init__(self, rules: Mapping[str, ChannelRules], start: Instant) -> None:
         """Channels in config order, all counted from ``start``."""
@@ -47,6 +76,7 @@ class Engine:
         self.start = start
         self.now = start
         self.next_due = self._earliest_boundary()
+        self.next_fire = self._earliest_fire()
 
     @classmethod
     def of(cls, channels: Mapping[str, Channel], now: Instant) -> Engine:
@@ -55,7 +85,7 @@ class Engine:
         engine.channels = dict(channels)
         engine._order = list(engine.channels.items())
         engine.now = max([now, *(channel.now for channel in engine.channels.values())])
-        engine.next_due = engine._earliest_boundary()
+        engine._times_changed()
         return engine
 
     @staticmethod
@@ -71,32 +101,47 @@ class Engine:
         saved: Mapping[str, Saved],
         saved_at: Instant,
         now: Instant,
-    ) -> Engine:
+    ) -> Resumed:
         """The configured channels (``rules``, in config order) at ``now`` after a downtime.
 
         A saved channel continues exactly, offline from the last moment the old process was
         alive through ``now`` (the downtime is an outage: no window over it is valid), then
-        takes its configured rules as a reload would. A channel with nothing saved starts at
-        ``now``, offline until its source reports. Every channel is offline afterwards.
+        takes its configured rules as a reload would. Its scheduled resets that fell in the
+        downtime are applied each at its own instant, from the first one the saved state had
+        not applied, with the configured schedule (a channel saved without one starts its
+        schedule at ``now``). A channel with nothing saved starts at ``now``, offline until
+        its source reports. Every channel is offline afterwards.
         """
         engine = cls({}, now)
-        for channel_id, channel_rules in rules.items():
+        missed: list[tuple[Instant, int, ResetAttempt]] = []
+        for index, (channel_id, channel_rules) in enumerate(rules.items()):
             entry = saved.get(channel_id)
             if entry is None:
                 channel = Channel(channel_rules, now)
             else:
-                channel = _resumed(entry, saved_at, now)
+                channel, fired = _resumed(entry, saved_at, now, channel_rules, catch_up=True)
+                missed += [(o.time, index, ResetAttempt(channel_id, o)) for o in fired]
                 channel.reconfigure(now, channel_rules)
             channel.offline(now)
             engine.channels[channel_id] = channel
         engine._order = list(engine.channels.items())
-        engine.next_due = engine._earliest_boundary()
-        return engine
+        engine._times_changed()
+        missed.sort(key=lambda item: (item[0], item[1]))
+        return Resumed(engine, [item[2] for item in missed])
 
     def _earliest_boundary(self) -> Instant:
         if not self.channels:
-            return 2**63  # no channel, no boundary: a sentinel later than any instant
+            return NEVER  # no channel, no boundary
         return min(channel.next_boundary for channel in self.channels.values())
+
+    def _earliest_fire(self) -> Instant:
+        if not self.channels:
+            return NEVER
+        return min(channel.schedule_next for channel in self.channels.values())
+
+    def _times_changed(self) -> None:
+        self.next_due = self._earliest_boundary()
+        self.next_fire = self._earliest_fire()
 
     def _channel(self, channel_id: str) -> Channel:
         try:
@@ -111,12 +156,16 @@ class Engine:
             )
         if t >= self.next_due:
             raise DemandError("boundaries up to this event have not been closed: call advance(t)")
+        if t >= self.next_fire:  # a scheduled reset comes before events at its instant
+            raise DemandError("the scheduled reset due by this event has not been applied: fire()")
         self.now = t
 
     def advance(self, t: Instant) -> list[ChannelReading]:
         """Close every boundary b <= t; readings ordered by time, then config order."""
         if t < self.now:
             raise DemandError("cannot advance backwards in time")
+        if t > self.next_fire:
+            raise DemandError("a scheduled reset is due before this instant: fire() it first")
         readings: list[ChannelReading] = []
         while self.next_due <= t:
             due = self.next_due
@@ -127,10 +176,34 @@ class Engine:
         self.now = t
         return readings
 
+    def fire(self) -> list[ResetAttempt]:
+        """Apply the scheduled resets due at ``next_fire``, in config order; the boundaries up
+        to that instant must be closed first (``advance(next_fire)``)."""
+        s = self.next_fire
+        if s == NEVER:
+            raise DemandError("no scheduled reset is due")
+        if s >= self.next_due:
+            raise DemandError("boundaries up to this scheduled reset have not been closed")
+        self.now = s
+        fired = [
+            ResetAttempt(channel_id, channel.fire())
+            for channel_id, channel in self._order
+            if channel.schedule_next == s
+        ]
+        self.next_fire = self._earliest_fire()
+        return fired
+
     def skip_to(self, t: Instant) -> None:
-        """Pass every boundary b <= t without readings; every channel must be offline."""
+        """Pass every boundary b <= t without readings; every channel must be offline.
+
+        Like ``advance`` it stops at a scheduled reset: a gap (downtime, a clock step) is an
+        outage, so the resets in it change nothing but the reset totals, but each still
+        happens at its own instant, through ``fire``.
+        """
         if t < self.now:
             raise DemandError("cannot skip backwards in time")
+        if t > self.next_fire:
+            raise DemandError("a scheduled reset is due before this instant: fire() it first")
         for channel in self.channels.values():
             channel.skip_to(t)
         self.now = t
@@ -189,8 +262,12 @@ class Engine:
             channel = kept.get(channel_id)
             if channel is None:
                 entry = (resumed or {}).get(channel_id)
-                # one removed while running was last seen alive at its own last event (0)
-                channel = Channel(channel_rules, t) if entry is None else _resumed(entry, 0, t)
+                # one removed while running was last seen alive at its own last event (0); its
+                # schedule starts afresh, like a new one's
+                if entry is None:
+                    channel = Channel(channel_rules, t)
+                else:
+                    channel, _ = _resumed(entry, 0, t, channel_rules, catch_up=False)
                 channel.offline(t)
             if channel.rules != channel_rules:
                 channel.reconfigure(t, channel_rules)
@@ -198,7 +275,7 @@ class Engine:
                 channel.offline(t)
             self.channels[channel_id] = channel
         self._order = list(self.channels.items())
-        self.next_due = self._earliest_boundary()
+        self._times_changed()
 
     def offline_all(self, t: Instant) -> None:
         """Every channel stops delivering at ``t`` (a clock step: nothing after it is timed)."""
@@ -212,16 +289,36 @@ class Engine:
         channel = self._channel(channel_id)
         self.channels[channel_id] = Channel.restore(channel.rules, state)
         self._order = list(self.channels.items())
-        self.next_due = self._earliest_boundary()
+        self._times_changed()
 
 
-def _resumed(entry: Saved, saved_at: Instant, now: Instant) -> Channel:
-    """A saved channel brought to ``now``, offline since the last moment it was seen alive."""
-    rules, state = entry
+def _resumed(
+    entry: Saved, saved_at: Instant, now: Instant, configured: ChannelRules, *, catch_up: bool
+) -> tuple[Channel, list[ResetOutcome]]:
+    """A saved channel brought to ``now``, offline since the last moment it was seen alive,
+    with the configured schedule; with ``catch_up``, its scheduled resets in the gap applied."""
+    saved_rules, state = entry
+    # the schedule is the configured one (the saved rules do not carry it), so the reload
+    # that follows sees no schedule change
+    rules = replace(
+        saved_rules, reset_schedule=configured.reset_schedule, timezone=configured.timezone
+    )
     channel = Channel.restore(rules, state)
+    schedule = rules.reset_schedule
+    pending = state.schedule_next
+    if schedule is None:
+        channel.schedule_next = NEVER
+    elif pending == NEVER or not catch_up:
+        channel.schedule_next = next_after(schedule, rules.timezone, max(now, channel.now))
+    else:  # the configured schedule's instants from the first one not yet applied
+        channel.schedule_next = next_after(schedule, rules.timezone, max(pending - 1, channel.now))
     # the old process was alive until its last checkpoint, and at most until the channel's
-    # next boundary (it would have closed it otherwise)
-    down = max(channel.now, min(saved_at, channel.next_boundary - 1))
+    # next boundary (it would have closed it otherwise) or its next scheduled reset
+    down = max(channel.now, min(saved_at, channel.next_boundary - 1, channel.schedule_next - 1))
     channel.offline(down)
+    fired: list[ResetOutcome] = []
+    while channel.schedule_next <= now:
+        channel.skip_to(channel.schedule_next)
+        fired.append(channel.fire())
     channel.skip_to(now)
-    return channel
+    return channel, fired
