@@ -144,7 +144,7 @@ class Gateway(GatewayView):
             entries = {cid: entry for cid, entry in entries.items() if cid in configured}
         saved_at = saved.saved_at if saved else 0
         now = self.timeline.hold_until(Engine.resume_instant(entries, saved_at))
-        self.engine = Engine.resume(self.config.rules(), entries, saved_at, now)
+        self.engine, missed = Engine.resume(self.config.rules(), entries, saved_at, now)
         downtime = round((now - saved_at) / 1e6, 3)
         for cid in entries:
             total = self.engine.channels[cid].pulses_total
@@ -169,12 +169,16 @@ class Gateway(GatewayView):
             self.status,
             changed=self._changed,
             sources_changed=lambda: self.notifier.status(self.summary()),
+            fire=lambda: self.desk.fire(),
+            fire_failed=self._stop.set,
             live=self.live,
         )
         self.desk = ResetDesk(
             store, self.engine, self.status, now=self.feed.now, baselines=self.sources.baselines
         )
         self.schedule = Schedule(self.config, store, self.desk, self.feed.now)
+        # before anything else happens to the channels: durable, or the start fails
+        self.desk.record_missed(missed)
         return saved_at
 
     async def run(self) -> None:
@@ -200,6 +204,8 @@ class Gateway(GatewayView):
             await self.stop()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+        if self.feed.frozen:
+            raise GatewayError("a scheduled reset could not be stored (see the log)")
         if self.tasks.failed is not None:
             raise GatewayError(f"task {self.tasks.failed} failed (see task_failed in the log)")
 
