@@ -3,30 +3,23 @@
 There is no second copy of the numbers: ``GatewayCollector`` reads the engine's
 ``gateway.core.Channel`` objects (and the service's source and reset bookkeeping) through a
 small read-only ``GatewayView`` each time ``/metrics`` is scraped, the way prometheus
-client_python's own custom collectors work. ``serve_metrics`` answers HTTP on the asyncio loop
-that drives the engine: a scrape reads the numbers there, between two events, so it never sees
-a half-applied one, and a worker thread turns them into text (1.3 MB at 2,000 channels, over
-100 ms of work that BACnet requests must not wait for). The registry is the gateway's own, never
-the process-global one, so two gateways in one process (tests) never clash.
+client_python's own custom collectors work. The gateway's HTTP listener (gateway/web/server.py)
+calls ``Metrics.scrape`` on the asyncio loop that drives the engine: it reads the numbers there,
+between two events, so it never sees a half-applied one, and a worker thread turns them into
+text (1.3 MB at 2,000 channels, over 100 ms of work that BACnet requests must not wait for).
+The registry is the gateway's own, never the process-global one, so two gateways in one
+process (tests) never clash.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import hmac
 import math
-import re
-import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit
+from typing import Protocol
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Histogram,
     PlatformCollector,
@@ -37,24 +30,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from gateway.core import Channel, Unit
-from gateway.logging import get_logger
 
-if TYPE_CHECKING:
-    from gateway.config import MetricsSettings
+__all__ = ["GatewayCollector", "GatewayView", "Metrics"]
 
-__all__ = [
-    "HEAD_LIMIT",
-    "READ_TIMEOUT",
-    "GatewayCollector",
-    "GatewayView",
-    "Metrics",
-    "serve_metrics",
-]
-
-log = get_logger("metrics")
-
-HEAD_LIMIT = 8 * 1024  # bytes of request line + headers; a scrape needs a few hundred
-READ_TIMEOUT = 5.0  # seconds a client may take to send its request head
 LOCKOUT = "lockout"  # the reset rejection reason the engine itself counts
 
 # Bucket bounds in seconds: a checkpoint is one small SQLite WAL transaction, normally
@@ -334,214 +312,3 @@ class Metrics:
 
     def _text(self, reading: GatewayReading) -> bytes:
         return generate_latest(_Scrape(GatewayCollector.families(reading), self._others))
-
-
-# -- HTTP ------------------------------------------------------------------------------------
-
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.[01]")
-_HEADER_LINE = re.compile(_TOKEN + rb":[\t\x20-\x7e\x80-\xff]*")
-_ALLOWED = ("GET", "HEAD")
-_LINGER = 1.0  # seconds to drain what a client still sends after our answer (see _answer)
-
-
-class _HttpError(Exception):
-    def __init__(self, status: HTTPStatus) -> None:
-        super().__init__(status.phrase)
-        self.status = status
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, bytes | None] | None:
-    """The method, target and Authorization header of one request; None if the client sent
-    nothing at all."""
-    lines: list[bytes] = []
-    size = 0
-    while True:
-        try:
-            line = await reader.readline()
-        except ValueError:  # one line beyond the stream's limit
-            raise _HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE) from None
-        size += len(line)
-        if size > HEAD_LIMIT:
-            raise _HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-        if not line.endswith(b"\n"):
-            if not line and not lines:
-                return None
-            raise _HttpError(HTTPStatus.BAD_REQUEST)  # connection closed mid-head
-        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]  # bare LF, like http.server
-        if line:
-            lines.append(line)
-        elif lines:
-            break
-        # else: an empty line before the request line, which RFC 9112 says to ignore
-    request = _REQUEST_LINE.fullmatch(lines[0])
-    if request is None or not all(_HEADER_LINE.fullmatch(header) for header in lines[1:]):
-        raise _HttpError(HTTPStatus.BAD_REQUEST)
-    authorization = None
-    for header in lines[1:]:
-        name, _, value = header.partition(b":")
-        if name.strip().lower() == b"authorization":
-            authorization = value.strip()
-    return request[1].decode("ascii"), request[2].decode("ascii"), authorization
-
-
-def _response(
-    status: HTTPStatus, body: bytes, content_type: str, *, head_only: bool = False
-) -> bytes:
-    headers = [
-        f"HTTP/1.1 {status.value} {status.phrase}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-    ]
-    if status == HTTPStatus.METHOD_NOT_ALLOWED:
-        headers.append("Allow: " + ", ".join(_ALLOWED))
-    if status == HTTPStatus.UNAUTHORIZED:
-        headers.append('WWW-Authenticate: Basic realm="pulse-gateway", charset="UTF-8"')
-    head = ("\r\n".join(headers) + "\r\n\r\n").encode("ascii")
-    return head if head_only else head + body
-
-
-def _error(status: HTTPStatus) -> bytes:
-    return _response(status, f"{status.value} {status.phrase}\n".encode(), "text/plain")
-
-
-async def _route(metrics: Metrics, method: str, target: str) -> bytes:
-    if urlsplit(target).path != "/metrics":
-        return _response(
-            HTTPStatus.NOT_FOUND, b"Not found: metrics are at /metrics\n", "text/plain"
-        )
-    if method not in _ALLOWED:
-        return _error(HTTPStatus.METHOD_NOT_ALLOWED)
-    try:
-        body = await metrics.scrape()
-    except Exception:  # a bug in a collector must cost one scrape, not the server
-        log.exception("metrics_render_failed")
-        return _error(HTTPStatus.INTERNAL_SERVER_ERROR)
-    return _response(HTTPStatus.OK, body, CONTENT_TYPE_LATEST, head_only=method == "HEAD")
-
-
-def _authorized(authorization: bytes | None, expected: bytes | None) -> bool:
-    """Basic auth (RFC 7617), compared in constant time; no credentials configured = open."""
-    if expected is None:
-        return True
-    return authorization is not None and hmac.compare_digest(authorization, expected)
-
-
-async def _answer(
-    metrics: Metrics,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    read_timeout: float,
-    expected: bytes | None = None,
-) -> None:
-    try:
-        try:
-            async with asyncio.timeout(read_timeout):
-                head = await _read_head(reader)
-        except TimeoutError:
-            response = _error(HTTPStatus.REQUEST_TIMEOUT)
-        except _HttpError as exc:
-            response = _error(exc.status)
-        else:
-            if head is None:
-                return
-            method, target, authorization = head
-            if _authorized(authorization, expected):
-                response = await _route(metrics, method, target)
-            else:
-                response = _error(HTTPStatus.UNAUTHORIZED)
-        writer.write(response)
-        async with asyncio.timeout(read_timeout):
-            await writer.drain()
-            # Closing with unread input makes the kernel send RST, which can destroy our answer
-            # before the client reads it (an oversized head); so half-close and drain for a moment.
-            if writer.can_write_eof():
-                writer.write_eof()
-        async with asyncio.timeout(_LINGER):
-            while await reader.read(64 * 1024):
-                pass
-    except (ConnectionError, TimeoutError):
-        pass  # the client left or stalled: nothing more to tell it
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
-async def serve_metrics(
-    metrics: Metrics,
-    host: str,
-    port: int,
-    *,
-    read_timeout: float = READ_TIMEOUT,
-    tls: ssl.SSLContext | None = None,
-    credentials: tuple[str, str] | None = None,
-) -> asyncio.Server:
-    """Serve ``GET /metrics`` over HTTP/1.1 on the running loop, one request per connection.
-
-    Port 0 binds a free port (read it from ``server.sockets``). Other paths answer 404, other
-    methods 405, a malformed request 400, a head over ``HEAD_LIMIT`` bytes 431 and a client
-    slower than ``read_timeout`` seconds 408. With ``tls`` it speaks HTTPS; with
-    ``credentials`` (username, password) every request needs that Basic auth, else 401. The
-    caller closes the returned server.
-    """
-    expected = None
-    if credentials is not None:
-        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode("ascii")
-        expected = f"Basic {token}".encode("ascii")
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _answer(metrics, reader, writer, read_timeout, expected)
-
-    return await asyncio.start_server(handle, host, port, limit=HEAD_LIMIT, ssl=tls)
-
-
-class MetricsError(Exception):
-    """The endpoint cannot start as configured (TLS or password file); the message says why."""
-
-
-class Endpoint:
-    """The ``/metrics`` listener of one gateway, as its ``metrics:`` section says."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-        self.server: asyncio.Server | None = None
-        self.listen: str | None = None  # host:port as configured, while listening
-
-    @property
-    def port(self) -> int | None:
-        """The bound port (the one asked for, or a free one for port 0)."""
-        if self.server is None or not self.server.sockets:
-            return None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def start(self, settings: MetricsSettings | None) -> None:
-        """Listen; nothing when there is no ``metrics:`` section. TLS and Basic auth are read
-        from their files now, so a missing or empty file stops the gateway at start with its
-        name (``MetricsError``)."""
-        if settings is None:
-            return
-        tls = credentials = None
-        try:
-            if settings.tls_cert is not None and settings.tls_key is not None:
-                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                tls.load_cert_chain(settings.tls_cert, settings.tls_key)
-            if settings.username is not None and settings.password_file is not None:
-                password = settings.password_file.read_text(encoding="utf-8").strip()
-                if not password:
-                    raise MetricsError(f"{settings.password_file} holds no password")
-                credentials = (settings.username, password)
-        except (OSError, ssl.SSLError) as exc:
-            raise MetricsError(f"metrics TLS or password file: {exc}") from None
-        self.server = await serve_metrics(
-            self.metrics, settings.host, settings.port, tls=tls, credentials=credentials
-        )
-        self.listen = settings.listen
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.server.wait_closed(), timeout=1.0)
-            self.server = self.listen = None

@@ -38,7 +38,7 @@ from gateway.config import ConfigError, RunConfig, load_config
 from gateway.core import Engine, IntervalLog
 from gateway.feed import Feed
 from gateway.logging import get_logger
-from gateway.metrics import Endpoint, Metrics, MetricsError
+from gateway.metrics import Metrics
 from gateway.notify import Notifier, status_line
 from gateway.reload import ReloadPlan, plan_reload
 from gateway.reset_desk import ResetDesk
@@ -49,6 +49,7 @@ from gateway.status import Status
 from gateway.store import Saved, Store, StoreError
 from gateway.supervisor import Supervisor
 from gateway.views import GatewayView
+from gateway.web import WebError, WebServer
 
 STOP_TIMEOUT_S = 4.0  # the whole stop must fit in systemd's 5 s
 
@@ -94,7 +95,7 @@ class Gateway(GatewayView):
         self.live = live  # a person is watching: one compact line per channel each slide
         self.status = Status()
         self.metrics = Metrics(self)
-        self.endpoint = Endpoint(self.metrics)
+        self.endpoint = WebServer(self, self.metrics)  # /metrics, the pages, the API
         self.bacnet: BacnetServer | None = None
         self.store = None
         self.tasks = Supervisor(self._task_failed)
@@ -258,7 +259,7 @@ class Gateway(GatewayView):
     async def _start_metrics(self) -> None:
         try:
             await self.endpoint.start(self.config.metrics)
-        except MetricsError as exc:
+        except WebError as exc:
             raise GatewayError(str(exc)) from None
 
     async def _start_bacnet(self) -> None:
@@ -282,7 +283,8 @@ class Gateway(GatewayView):
 
     def _start_sources(self, baseline_age: float | None = None) -> None:
         try:
-            started = self.sources.start(self.config, self.feed, baseline_age)
+            # the view is the sink: it hands reports to the feed and notes them for the pages
+            started = self.sources.start(self.config, self, baseline_age)
         except SourceError as exc:  # e.g. the gpio extra or pyserial is not installed
             raise GatewayError(str(exc)) from None
         for source_id in started:

@@ -7,7 +7,8 @@ sources report goes to the feed, resets go to the reset desk.
 
 ``GatewayView`` is the gateway's side of that contract, mixed into ``gateway.service.Gateway``
 so the lifecycle module holds the lifecycle only. It implements ``gateway.metrics.GatewayView``,
-``gateway.bacnet.server.BacnetView`` and ``gateway.sources.PulseSink``.
+``gateway.bacnet.server.BacnetView``, ``gateway.web.snapshot.WebView`` and
+``gateway.sources.PulseSink``.
 """
 
 from __future__ import annotations
@@ -37,12 +38,20 @@ class GatewayView:
 
     def pulses(self, channel: str, count: int) -> None:
         self.feed.pulses(channel, count)
+        if count:
+            self.status.last_pulse[channel] = self.engine.now  # the instant the feed stamped
 
     def source_down(self, source: str) -> None:
+        was_up = self.status.sources_up.get(source)
         self.feed.source_down(source)
+        if was_up:
+            self.status.source_since[source] = self.engine.now
 
     def source_up(self, source: str, catch_up: Mapping[str, int]) -> None:
+        was_up = self.status.sources_up.get(source)
         self.feed.source_up(source, catch_up)
+        if not was_up:
+            self.status.source_since[source] = self.engine.now
 
     # -- resets (BacnetView) ------------------------------------------------------------------
 

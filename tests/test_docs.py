@@ -49,12 +49,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.cli import main as cli_main
 from gateway.config import parse_config
 from gateway.core import Channel, Engine, Unit
-from gateway.metrics import Metrics, serve_metrics
+from gateway.metrics import Metrics
+from gateway.web.server import metrics_app, serve
 from tests.helpers import at, rules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,11 +394,11 @@ def metrics_server() -> Iterator[int]:
     loop = asyncio.new_event_loop()
     started = threading.Event()
     port: list[int] = []
-    server: list[asyncio.Server] = []
+    server: list[web.AppRunner] = []
 
     async def start() -> None:
-        server.append(await serve_metrics(live_metrics(), "127.0.0.1", 0))
-        port.append(server[0].sockets[0].getsockname()[1])
+        server.append(await serve(metrics_app(live_metrics()), "127.0.0.1", 0))
+        port.append(server[0].addresses[0][1])
         started.set()
 
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -408,8 +410,7 @@ def metrics_server() -> Iterator[int]:
     finally:
 
         async def stop() -> None:
-            server[0].close()
-            await server[0].wait_closed()
+            await server[0].cleanup()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

@@ -1,4 +1,8 @@
-"""The /metrics endpoint (docs/reference/metrics.md): real engine, real HTTP, live values."""
+"""The /metrics endpoint (docs/reference/metrics.md): real engine, real HTTP, live values.
+
+The listener is the gateway's aiohttp application (gateway/web/server.py) serving /metrics
+only; tests/test_web.py has the whole listener with the pages and the API.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.core import Channel, Engine, Unit
-from gateway.metrics import HEAD_LIMIT, Metrics, serve_metrics
+from gateway.metrics import Metrics
+from gateway.web.server import metrics_app, serve
 from tests.helpers import at, rules
 
 HOST = "127.0.0.1"
@@ -85,13 +90,12 @@ def make_engine() -> Engine:
 
 
 @asynccontextmanager
-async def serving(metrics: Metrics, read_timeout: float = 5.0) -> AsyncIterator[int]:
-    server = await serve_metrics(metrics, HOST, 0, read_timeout=read_timeout)
+async def serving(metrics: Metrics) -> AsyncIterator[int]:
+    runner = await serve(metrics_app(metrics), HOST, 0)
     try:
-        yield server.sockets[0].getsockname()[1]
+        yield runner.addresses[0][1]
     finally:
-        server.close()
-        await server.wait_closed()
+        await runner.cleanup()
 
 
 async def scrape(port: int) -> tuple[str, dict[tuple[str, frozenset], float]]:
@@ -285,10 +289,12 @@ def test_metrics_use_their_own_registry() -> None:
 async def test_head_answers_headers_only() -> None:
     """HEAD /metrics answers 200 with the metrics' length and no body."""
     async with serving(Metrics(View(make_engine()))) as port:
-        response = await raw(port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = await raw(
+            port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
     head, _, body = response.partition(b"\r\n\r\n")
     assert status(response) == 200 and body == b""
-    assert b"\r\nConnection: close" in head and b"\r\nContent-Length: " in head
+    assert b"\r\nContent-Length: " in head
 
 
 @pytest.mark.asyncio
@@ -299,60 +305,24 @@ async def test_head_answers_headers_only() -> None:
         (b"GET /metricsx HTTP/1.1\r\n\r\n", 404),
         (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
         (b"DELETE /metrics HTTP/1.0\r\n\r\n", 405),
-        (b"GET /metrics?name[]=x HTTP/1.1\n\n", 200),
+        (b"GET /metrics?name[]=x HTTP/1.1\r\n\r\n", 200),
         (b"hello\r\n\r\n", 400),
-        (b"GET /metrics HTTP/2.0\r\n\r\n", 400),
         (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", 400),
-        (b"GET /metrics HTTP/1.1\r\nHost: x\r\n", 400),  # closed before the head ended
+        (b"GET /metrics HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n", 400),
     ],
 )
 async def test_answers_other_requests_with_the_right_status(
     request_bytes: bytes, expected: int
 ) -> None:
-    """Unknown paths get 404, other methods 405 (with Allow), malformed requests 400."""
+    """Unknown paths get 404, other methods 405 (with Allow), malformed requests and a header
+    over 8 KiB 400."""
     async with serving(Metrics(View(make_engine()))) as port:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        writer.write(request_bytes)
-        writer.write_eof()  # so a cut-off head is seen as cut off, not slow
-        async with asyncio.timeout(5):
-            response = await reader.read()
-        writer.close()
-        await writer.wait_closed()
+        # a Host header (HTTP/1.1 requires one) and one request per connection
+        extra = b"\r\nHost: x\r\nConnection: close\r\n"
+        response = await raw(port, request_bytes.replace(b"\r\n", extra, 1))
     assert status(response) == expected
     if expected == 405:
-        assert b"\r\nAllow: GET, HEAD\r\n" in response
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("line", [b"X-Long: " + b"a" * HEAD_LIMIT, b"X-Short: a"])
-async def test_refuses_a_request_head_over_the_limit(line: bytes) -> None:
-    """A head over 8 KiB, in one line or many, is answered 431 and the server serves on."""
-    count = 1 if len(line) > HEAD_LIMIT else HEAD_LIMIT // len(line) + 1
-    request = b"GET /metrics HTTP/1.1\r\n" + (line + b"\r\n") * count + b"\r\n"
-    async with serving(Metrics(View(make_engine()))) as port:
-        refused = await raw(port, request)
-        _, samples = await scrape(port)
-    assert status(refused) == 431
-    assert samples
-
-
-@pytest.mark.asyncio
-async def test_a_slow_client_times_out_without_blocking_others() -> None:
-    """A client that never finishes its head gets 408 after the read timeout; others are served."""
-    async with serving(Metrics(View(make_engine())), read_timeout=0.5) as port:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        writer.write(b"GET /metrics HTTP/1.1\r\n")
-        _, samples = await scrape(port)
-        async with asyncio.timeout(5):
-            response = await reader.read()
-        writer.close()
-        await writer.wait_closed()
-        _, silent_writer = await asyncio.open_connection(HOST, port)
-        silent_writer.close()  # connects and leaves without a word: nothing to answer
-        await silent_writer.wait_closed()
-        _, again = await scrape(port)
-    assert samples and again
-    assert status(response) == 408
+        assert b"\r\nAllow: GET" in response
 
 
 @pytest.mark.asyncio
@@ -415,7 +385,7 @@ async def test_a_failing_view_costs_one_scrape_not_the_server() -> None:
     engine = make_engine()
     view = View(engine, broken=True)
     async with serving(Metrics(view)) as port:
-        failed = await raw(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+        failed = await raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         view.broken = False
         _, samples = await scrape(port)
     assert status(failed) == 500

@@ -1,0 +1,303 @@
+"""What the status pages and the JSON API show, as plain JSON-ready values.
+
+Everything here is read on the event loop that drives the engine, between two events, so a
+snapshot never mixes two moments (the same rule as a /metrics scrape). It is cheap: no I/O,
+no lock; 2,000 channels take a few milliseconds (docs/reference/http-api.md).
+
+Each value the engine does not compute yet has one small view function below (``virtual``,
+``projected_demand``, ``period_consumption``, ``next_scheduled_reset``, ``billing_periods``):
+it answers null, false or an empty list honestly until the feature exists, and is the one
+place to change when it does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
+
+from gateway import __version__
+from gateway.clock import Timeline
+from gateway.core import Channel, Instant, ResetOutcome, Totals
+from gateway.status import Status
+
+if TYPE_CHECKING:
+    from gateway.config import RunConfig
+
+type Json = dict[str, Any]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class WebView(Protocol):
+    """What the web side reads from (and asks of) the running gateway."""
+
+    @property
+    def config(self) -> RunConfig: ...
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def timeline(self) -> Timeline:
+        """The gateway's clock: what it stamps events with (held after a backward step)."""
+        ...
+
+    def live_channels(self) -> Mapping[str, Channel]:
+        """The engine's channels by id, in config order."""
+        ...
+
+    def source_counters(self) -> Mapping[str, Mapping[str, int]]:
+        """Per counter name ("glitches", ...), the count per channel since the sources started."""
+        ...
+
+    def reset(self, channel_id: str, origin: str) -> ResetOutcome:
+        """Reset one channel through the reset desk; durable before it returns."""
+        ...
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+def iso(instant: Instant | None) -> str | None:
+    """An instant as ISO 8601 UTC with ``Z``; milliseconds only when it has them."""
+    if instant is None:
+        return None
+    moment = _EPOCH + timedelta(microseconds=instant)
+    spec = "seconds" if not instant % 1_000_000 else "milliseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def number(value: float | None) -> float | None:
+    """A JSON number: None for a missing value, and for NaN or infinity (not JSON)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+def gateway_now(view: WebView) -> Instant:
+    """The gateway's time as of its last reading of the clock (every event and tick), read
+    without side effects: a page never closes boundaries or notices a clock step itself."""
+    return view.timeline.now
+
+
+# -- the values that do not exist in the engine yet ------------------------------------------
+
+
+def virtual(view: WebView, channel_id: str) -> bool:
+    """Whether the channel is computed from others; there are no virtual channels yet."""
+    return False
+
+
+def projected_demand(view: WebView, channel_id: str, channel: Channel) -> float | None:
+    """The demand the open window is heading for; not computed by the engine yet: None."""
+    return None
+
+
+def period_consumption(view: WebView, channel_id: str, channel: Channel) -> float | None:
+    """Consumption since the billing period began; billing periods do not exist yet: None."""
+    return None
+
+
+def next_scheduled_reset(view: WebView, now: Instant) -> Instant | None:
+    """The next scheduled billing reset; no schedule is configured in this version: None."""
+    return None
+
+
+def billing_periods(view: WebView, channel_id: str) -> list[Json]:
+    """The channel's closed billing periods, newest first; none are recorded yet."""
+    return []
+
+
+# -- the values that do ------------------------------------------------------------------------
+
+
+def next_file_drop(view: WebView, now: Instant) -> Instant | None:
+    """When the daily EnergyCAP drop runs next (``export.schedule.at``), None without one."""
+    export = view.config.export
+    if export is None:
+        return None
+    zone = ZoneInfo("UTC") if export.utc else view.config.gateway.zone
+    local = (_EPOCH + timedelta(microseconds=now)).astimezone(zone)
+    hour, minute = export.at
+    run = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if run <= local:
+        run = (run + timedelta(days=1)).replace(hour=hour, minute=minute)
+    return (run.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
+
+
+def channel_facts(
+    view: WebView,
+    channel_id: str,
+    channel: Channel,
+    source: str | None,
+    last_pulse: Mapping[str, Instant],
+    checksums: Mapping[str, bool],
+) -> Json:
+    """One channel as the API and the pages show it (docs/reference/http-api.md)."""
+    unit = channel.rules.unit
+    return {
+        "id": channel_id,
+        "unit": unit.name,
+        "consumption_unit": unit.consumption,
+        "demand_unit": unit.demand,
+        "virtual": virtual(view, channel_id),
+        "source": source,
+        "online": channel.is_online,
+        "consumption": number(channel.consumption),
+        "demand": number(channel.demand),
+        "projected_demand": projected_demand(view, channel_id, channel),
+        "peak_demand": number(channel.peak_demand),
+        "peak_time": iso(channel.peak_time),
+        "previous_peak_demand": number(channel.previous_peak_demand),
+        "cumulative_demand": number(channel.cumulative_demand),
+        "reset_count": channel.reset_count,
+        "period_consumption": period_consumption(view, channel_id, channel),
+        "pulses_total": channel.pulses_total,
+        "last_pulse": iso(last_pulse.get(channel_id)),
+        "checksum_ok": checksums.get(channel_id),
+    }
+
+
+def channels(view: WebView) -> list[Json]:
+    """Every channel, in config order."""
+    sources = {c.id: c.source.id if c.source else None for c in view.config.channels}
+    status = view.status
+    last_pulse, checksums = status.last_pulse, status.checksums
+    return [
+        channel_facts(view, cid, channel, sources.get(cid), last_pulse, checksums)
+        for cid, channel in view.live_channels().items()
+    ]
+
+
+def _where(source: object) -> str:
+    """A source's device as a technician would look for it."""
+    unit = getattr(source, "unit_id", None)
+    unit_text = f" unit {unit}" if unit is not None else ""
+    if (host := getattr(source, "host", None)) is not None:
+        return f"{host}:{getattr(source, 'port', 502)}{unit_text}"
+    if (device := getattr(source, "device", None)) is not None:
+        return f"{device}{unit_text}"
+    if (chip := getattr(source, "chip", None)) is not None:
+        return f"GPIO chip {chip}"
+    return "the simulator"
+
+
+def sources(view: WebView, now: Instant, started: Instant) -> list[Json]:
+    """Every configured source that has channels: up or down, since when, and why not."""
+    status = view.status
+    glitches = view.source_counters().get("glitches", {})
+    by_source: dict[str, list[str]] = {}
+    for c in view.config.channels:
+        if c.source is not None:
+            by_source.setdefault(c.source.id, []).append(c.id)
+    out = []
+    for source in view.config.sources:
+        members = by_source.get(source.id)
+        if not members:
+            continue
+        up = bool(status.sources_up.get(source.id))
+        since = status.source_since.get(source.id)
+        where = _where(source)
+        error = None
+        if not up:
+            quiet_s = max(0, (now - (since if since is not None else started)) // 1_000_000)
+            heard = "no answer" if since is None else "no good reading"
+            error = f"{heard} from {where} for {quiet_s} s"
+        out.append(
+            {
+                "id": source.id,
+                "type": source.type,
+                "device": where,
+                "up": up,
+                "since": iso(since),
+                # while up, its readings are good now; when down, the last was when it went down
+                "last_good_reading": iso(now if up else since),
+                "error": error,
+                "glitches": sum(glitches.get(cid, 0) for cid in members),
+                "channels": len(members),
+            }
+        )
+    return out
+
+
+def gateway_facts(
+    view: WebView, now: Instant, started: Instant, last_drop: str | None, allow_reset: bool
+) -> Json:
+    """The gateway itself: who, which version, since when, its clock and its BACnet device."""
+    config = view.config
+    zone = config.gateway.zone
+    bacnet = config.bacnet
+    local = (_EPOCH + timedelta(microseconds=now)).astimezone(zone)
+    return {
+        "name": config.gateway.name,
+        "version": __version__,
+        "started": iso(started),
+        "uptime_s": max(0, (now - started) // 1_000_000),
+        "time": iso(now),
+        "timezone": config.gateway.timezone,
+        "local_time": local.isoformat(timespec="seconds"),
+        "bacnet": {
+            "device_instance": bacnet.device_instance,
+            "device_name": bacnet.device_name,
+            "address": str(bacnet.address.ip),
+            "port": bacnet.port,
+        },
+        "last_checkpoint": iso(view.status.last_checkpoint or None),
+        "next_scheduled_reset": iso(next_scheduled_reset(view, now)),
+        "last_file_drop": last_drop,
+        "next_file_drop": iso(next_file_drop(view, now)),
+        "allow_reset": allow_reset,
+    }
+
+
+def status_document(
+    view: WebView, now: Instant, started: Instant, last_drop: str | None, allow_reset: bool
+) -> Json:
+    """``GET /api/v1/status``: the gateway, its sources and every channel, as of now."""
+    return {
+        "gateway": gateway_facts(view, now, started, last_drop, allow_reset),
+        "sources": sources(view, now, started),
+        "channels": channels(view),
+    }
+
+
+def one_channel(view: WebView, channel_id: str) -> Json | None:
+    """One channel's facts, None when there is no such channel."""
+    channel = view.live_channels().get(channel_id)
+    if channel is None:
+        return None
+    source = next((c.source for c in view.config.channels if c.id == channel_id), None)
+    status = view.status
+    return channel_facts(
+        view,
+        channel_id,
+        channel,
+        source.id if source else None,
+        status.last_pulse,
+        status.checksums,
+    )
+
+
+def totals(t: Totals) -> Json:
+    return {
+        "peak_demand": number(t.peak_demand),
+        "previous_peak_demand": number(t.previous_peak_demand),
+        "cumulative_demand": number(t.cumulative_demand),
+        "reset_count": t.reset_count,
+    }
+
+
+def outcome(channel_id: str, result: ResetOutcome, origin: str) -> Json:
+    """A reset's outcome as the API answers it."""
+    return {
+        "channel": channel_id,
+        "time": iso(result.time),
+        "source": origin,
+        "accepted": result.accepted,
+        "reason": result.reason,
+        "before": totals(result.before),
+        "after": totals(result.after),
+    }
