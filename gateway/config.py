@@ -34,6 +34,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 from typing import Literal, overload
+from zoneinfo import ZoneInfo
 
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
@@ -45,8 +46,10 @@ from gateway.config_channels import (
     _check_bacnet_instances,
     _check_import_ids,
     _Draft,
+    apply_schedules,
 )
 from gateway.config_reader import ConfigError, Problem, Reader, show
+from gateway.config_schedule import NONE, read_reset_schedule
 from gateway.config_sections import _bacnet, _export, _gateway, _metrics, _section, _timezone
 from gateway.config_settings import (
     BACNET_KEYS,
@@ -89,6 +92,7 @@ from gateway.config_source_types import (
     check_shared_inputs,
 )
 from gateway.config_sources import read_sources
+from gateway.core import ResetSchedule
 
 __all__ = [
     "BACNET_KEYS",
@@ -206,7 +210,12 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
         _check_bacnet_instances(reader, drafts)
         points = [draft.point for draft in drafts if draft.point is not None]
         check_shared_inputs(reader, points, {source.id: source for source in sources})
-    timezone = DEFAULT_TIMEZONE if run else _replay_timezone(reader, top.value_node("gateway"))
+    if run:
+        timezone, default = (gateway.timezone, gateway.reset_schedule) if gateway else (None, None)
+    else:
+        timezone, default = _replay_gateway(reader, top.value_node("gateway"))
+    if timezone is not None:
+        apply_schedules(drafts, default, ZoneInfo(timezone))
     if reader.problems:
         # Sorted by place: cross-checks run after the walk but belong where the file says.
         raise ConfigError(sorted(reader.problems, key=lambda p: (p.line, p.column)))
@@ -220,14 +229,24 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
     )
 
 
-def _replay_timezone(reader: Reader, node: Node | None) -> str | None:
-    """``gateway.timezone`` for replay, which reads that key alone of the gateway section."""
+def _replay_gateway(reader: Reader, node: Node | None) -> tuple[str | None, ResetSchedule | None]:
+    """``gateway.timezone`` and ``gateway.reset_schedule`` for replay, which reads these two
+    keys alone of the gateway section (the schedules apply in replay as in the gateway)."""
+    timezone: str | None = DEFAULT_TIMEZONE
+    default: ResetSchedule | None = None
     if not isinstance(node, MappingNode):
-        return None
+        return timezone, default
     for key_node, value_node in node.value:
         if key_node.value == "timezone":
-            return _timezone(reader, value_node, "gateway.timezone")
-    return None
+            timezone = _timezone(reader, value_node, "gateway.timezone")
+        elif key_node.value == "reset_schedule":
+            setting = read_reset_schedule(reader, value_node, "gateway.reset_schedule")
+            if setting == NONE:
+                message = "none is for a channel's opt-out: leave the key out"
+                reader.problem(value_node, "gateway.reset_schedule", message)
+            elif isinstance(setting, ResetSchedule):
+                default = setting
+    return timezone, default
 
 
 def _compose(text: str, file: str) -> Node:

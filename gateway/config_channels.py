@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import tzinfo
 from functools import partial
 
 from yaml.nodes import Node
 
 from gateway.bacnet.points import RESET_ALL_INSTANCE
 from gateway.config_reader import Entries, Reader, did_you_mean, join
+from gateway.config_schedule import NONE, ScheduleSetting, read_reset_schedule
 from gateway.config_settings import (
     CHANNEL_KEYS,
     DEFAULT_INTERVAL,
@@ -26,7 +28,7 @@ from gateway.config_settings import (
 )
 from gateway.config_source_types import PointConfig
 from gateway.config_sources import read_point
-from gateway.core import UNITS, ChannelRules, Span, Unit, format_duration
+from gateway.core import UNITS, ChannelRules, ResetSchedule, Span, Unit, format_duration
 from gateway.core.timeline import MICROS_PER_SECOND
 
 CHANNEL_ID = re.compile(r"[a-z0-9_]+")
@@ -43,6 +45,8 @@ class _Draft:
     entries: Entries
     base: int | None  # resolved, None if it was bad
     config: ChannelConfig | None = None
+    # the channel's own reset_schedule (None: not given, the gateway's default applies)
+    schedule: ScheduleSetting | None = None
 
     @property
     def point(self) -> tuple[str, Node, PointConfig] | None:
@@ -109,7 +113,10 @@ def _channel(
     cov = entries.get("cov_increment", partial(reader.number, at_least=0), 0.0)
     read_base = partial(reader.integer, low=0, high=MAX_INSTANCE - OBJECTS_PER_CHANNEL)
     base = entries.get("bacnet_instance_base", read_base, 100 * (index + 1))
-    draft = _Draft(entries.path, entries.node, entries, base)
+    schedule: ScheduleSetting | None = entries.get(
+        "reset_schedule", partial(read_reset_schedule, reader)
+    )
+    draft = _Draft(entries.path, entries.node, entries, base, schedule=schedule)
 
     point: PointConfig | None = None
     if types is not None:  # run: every channel counts the pulses of a source
@@ -210,3 +217,19 @@ def _check_bacnet_instances(reader: Reader, drafts: list[_Draft]) -> None:
 
 def _instances(base: int) -> str:
     return f"{base + 1}..{base + OBJECTS_PER_CHANNEL}"
+
+
+def apply_schedules(drafts: list[_Draft], default: ResetSchedule | None, zone: tzinfo) -> None:
+    """Each sound channel's rules get its reset schedule: its own, else the gateway's default
+    (``none`` opts out), read on the gateway's ``zone``."""
+    for draft in drafts:
+        if draft.config is None:
+            continue
+        own = draft.schedule
+        schedule = default if own is None else None if own == NONE else own
+        rules = replace(
+            draft.config.rules,
+            reset_schedule=schedule if isinstance(schedule, ResetSchedule) else None,
+            timezone=zone if schedule is not None else None,
+        )
+        draft.config = replace(draft.config, rules=rules)

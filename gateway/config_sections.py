@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from yaml.nodes import Node
 
 from gateway.config_reader import Entries, Reader, boolean, did_you_mean
+from gateway.config_schedule import NONE, read_reset_schedule
 from gateway.config_settings import (
     BACNET_PORT,
     BASIC_AUTH_KEYS,
@@ -37,6 +38,7 @@ from gateway.config_settings import (
     GatewaySettings,
     MetricsSettings,
 )
+from gateway.core import ResetSchedule
 from gateway.core.timeline import MICROS_PER_SECOND
 from gateway.export.energycap import DEFAULT_TIME_FORMAT
 from gateway.export.energycap import FORMATS as EXPORT_FORMATS
@@ -60,9 +62,21 @@ def _gateway(entries: Entries, base_dir: Path) -> GatewaySettings | None:
     if retention is not None and retention < 86400 * MICROS_PER_SECOND:
         entries.problem("interval_retention", "keep interval data at least 1d")
         retention = None
+    schedule = _default_schedule(entries)
     if name is None or state_dir is None or timezone is None or retention is None:
         return None
-    return GatewaySettings(name, state_dir, timezone, retention)
+    if schedule is None and "reset_schedule" in entries:
+        return None
+    return GatewaySettings(name, state_dir, timezone, retention, schedule)
+
+
+def _default_schedule(entries: Entries) -> ResetSchedule | None:
+    """``gateway.reset_schedule``: a schedule for every channel (``none`` means no default)."""
+    setting = entries.get("reset_schedule", partial(read_reset_schedule, entries.reader))
+    if setting == NONE:
+        entries.problem("reset_schedule", "none is for a channel's opt-out: leave the key out")
+        return None
+    return setting if isinstance(setting, ResetSchedule) else None
 
 
 def _export(entries: Entries, base_dir: Path) -> ExportSchedule | None:

@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo
 
 from gateway.config_reader import yaml_key, yaml_keys
 from gateway.config_source_types import PointConfig, SourceConfig, describe_point, describe_source
-from gateway.core import ChannelRules, Span, format_duration
+from gateway.core import ChannelRules, ResetSchedule, Span, format_duration
 from gateway.core.timeline import MICROS_PER_SECOND
 
 DEFAULT_RETENTION = 400 * 86400 * MICROS_PER_SECOND
 BACNET_PORT = 47808
 MAX_INSTANCE = 4194302  # 2**22 - 2: 4194303 is the "any instance" wildcard (ASHRAE 135 12.11)
-OBJECTS_PER_CHANNEL = 6  # analog-inputs base+1..base+6 (and one binary-value at base+1)
+OBJECTS_PER_CHANNEL = 8  # analog-inputs base+1..base+8 (and one binary-value at base+1)
 DEFAULT_INTERVAL: Span = 15 * 60 * MICROS_PER_SECOND
 DEFAULT_GATEWAY_NAME = "pulse-gateway"
 # Only exports and their file names use local time; UTC is the one zone that is never wrong by
@@ -37,6 +37,8 @@ class GatewaySettings:
     state_dir: Path
     timezone: str
     interval_retention: Span = DEFAULT_RETENTION  # interval records older than this are pruned
+    # every channel's billing reset unless it says otherwise (None: resets only on request)
+    reset_schedule: ResetSchedule | None = None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -127,7 +129,7 @@ class ChannelConfig:
     rules: ChannelRules = field(
         metadata=yaml_key(
             *("unit", "scale_factor", "demand_window", "demand_slide"),
-            *("initial_reading", "reset_lockout"),
+            *("initial_reading", "reset_lockout", "reset_schedule"),
         )
     )
     source: PointConfig | None = None

@@ -17,7 +17,7 @@ from tests.helpers import DEMO_CONFIG
 
 
 def test_points_lists_the_object_map_of_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
-    """Device, reset_all, then per channel six analog inputs at base+1..+6 and its reset."""
+    """Device, reset_all, then per channel eight analog inputs at base+1..+8 and its reset."""
     assert main(["points", "-c", str(DEMO_CONFIG)]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["name"] for r in rows[:2]] == ["Pulse Gateway Demo", "reset_all"]
@@ -29,6 +29,8 @@ def test_points_lists_the_object_map_of_the_demo(capsys: pytest.CaptureFixture[s
         ("analog-input", "204", "cubic-feet-per-minute"),
         ("analog-input", "205", "cubic-feet-per-minute"),
         ("analog-input", "206", "no-units"),
+        ("analog-input", "207", "cubic-feet"),
+        ("analog-input", "208", "cubic-feet"),
         ("binary-value", "201", ""),
     }
     assert {r["name"] for r in rows if r["writable"] == "yes"} == {

@@ -87,6 +87,8 @@ _READERS: dict[Measure, Callable[[Channel], float]] = {
     Measure.PREVIOUS_PEAK_DEMAND: lambda c: c.previous_peak_demand,
     Measure.CUMULATIVE_DEMAND: lambda c: c.cumulative_demand,
     Measure.RESET_COUNT: lambda c: float(c.reset_count),
+    Measure.PERIOD_CONSUMPTION: lambda c: c.period_consumption,
+    Measure.PREVIOUS_PERIOD_CONSUMPTION: lambda c: c.previous_period,
 }
 
 

@@ -7,14 +7,15 @@ This module imports nothing from bacpypes3.
 Channel k (config order) has ``base = 100 * k`` unless it sets ``bacnet_instance_base`` (the
 config loader resolves it into ``ChannelConfig.bacnet_instance_base``):
 
-    analog-input base+1..base+6   {id}.consumption, .demand, .peak_demand,
-                                  .previous_peak_demand, .cumulative_demand, .reset_count
+    analog-input base+1..base+8   {id}.consumption, .demand, .peak_demand,
+                                  .previous_peak_demand, .cumulative_demand, .reset_count,
+                                  .period_consumption, .previous_period_consumption
     binary-value base+1           {id}.reset     write active = reset this channel
     binary-value 1                reset_all      write active = reset every channel at one instant
 
 Units come from the fixed table of docs/reference/demand-rules.md (``gateway.core.units``): the
-consumption unit on ``.consumption``, the demand unit on the four demand objects, ``no-units`` on
-``.reset_count``.
+consumption unit on the three consumption objects, the demand unit on the four demand objects,
+``no-units`` on ``.reset_count``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Measure(enum.IntEnum):
     PREVIOUS_PEAK_DEMAND = 4
     CUMULATIVE_DEMAND = 5
     RESET_COUNT = 6
+    PERIOD_CONSUMPTION = 7
+    PREVIOUS_PERIOD_CONSUMPTION = 8
 
     @property
     def suffix(self) -> str:
@@ -57,7 +60,14 @@ _DESCRIPTIONS = {
     Measure.PREVIOUS_PEAK_DEMAND: "peak demand of the period before the last reset",
     Measure.CUMULATIVE_DEMAND: "cumulative demand (sum of the peaks at each reset)",
     Measure.RESET_COUNT: "accepted resets",
+    Measure.PERIOD_CONSUMPTION: "consumption since the last accepted reset (this billing period)",
+    Measure.PREVIOUS_PERIOD_CONSUMPTION: "consumption of the last closed billing period",
 }
+_CONSUMPTIONS = (
+    Measure.CONSUMPTION,
+    Measure.PERIOD_CONSUMPTION,
+    Measure.PREVIOUS_PERIOD_CONSUMPTION,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +86,12 @@ class Point:
 
 
 def channel_points(channel: ChannelConfig) -> list[Point]:
-    """The six analog inputs and the reset binary-value of one channel, in instance order."""
+    """The analog inputs and the reset binary-value of one channel, in instance order."""
     base = channel.bacnet_instance_base
     unit = channel.rules.unit
     points = []
     for measure in Measure:
-        if measure is Measure.CONSUMPTION:
+        if measure in _CONSUMPTIONS:
             units = unit.consumption
         elif measure is Measure.RESET_COUNT:
             units = NO_UNITS
