@@ -40,6 +40,7 @@ from gateway.points import points_csv
 from gateway.replay import ReplayError, ResetLog, replay
 from gateway.service import Gateway, GatewayError
 from gateway.store import Store, StoreError, format_resets
+from gateway.store_periods import format_periods, write_periods_csv
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the gateway could not run (state dir locked or damaged), or a checksum broke
@@ -170,6 +171,19 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("-c", "--config", metavar="FILE", help="config YAML (its state_dir)")
     where.add_argument("--db", metavar="PATH", help="a gateway.db file")
 
+    periods = commands.add_parser(
+        "periods",
+        help="print the closed billing periods (a table, or CSV with --csv)",
+        description="Print every closed billing period: from one accepted reset (or the "
+        "channel's creation) to the next, its consumption and the peak demand it closed. The "
+        "table shows ImportIDs and local times; --csv gives channel ids and UTC times.",
+    )
+    where = periods.add_mutually_exclusive_group(required=True)
+    where.add_argument("-c", "--config", metavar="FILE", help="config YAML (its state_dir)")
+    where.add_argument("--db", metavar="PATH", help="a gateway.db file (or one from replay --db)")
+    periods.add_argument("--csv", action="store_true", help="CSV for scripts")
+    periods.add_argument("--channel", metavar="ID", help="one channel only")
+
     run_replay = commands.add_parser(
         "replay",
         help="recompute the demand rules offline from an event log; CSV to stdout",
@@ -213,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _init(Path(args.file))
         if args.command == "resets":
             return _resets(args)
+        if args.command == "periods":
+            return _periods(args)
         if args.command == "export":
             return _export(args)
         if args.command == "points":
@@ -407,6 +423,33 @@ def _resets(args: argparse.Namespace) -> int:
         verdicts = store.verdict()
         print(format_resets(store.reset_log(), verdicts), end="")
     return EXIT_OK if all(v.ok for v in verdicts) else EXIT_FAILED
+
+
+def _periods(args: argparse.Namespace) -> int:
+    if args.db is not None:
+        db, config = Path(args.db), None
+    else:
+        config = load_config(args.config, purpose="run")
+        db = Path(config.gateway.state_dir) / "gateway.db"
+    with Store.open_readonly(db) as store:
+        closed = store.periods(args.channel)
+        if args.csv:
+            write_periods_csv(closed, sys.stdout)
+            return EXIT_OK
+        if config is not None:
+            import_ids = {c.id: c.import_id for c in config.channels}
+            units = {c.id: c.rules.unit for c in config.channels}
+            zone: ZoneInfo | None = config.gateway.zone
+        else:  # as the config that wrote the database said
+            saved = store.load()
+            import_ids, timezone = store.identity()
+            units = {
+                cid: entry.rules.unit for cid, entry in (saved.channels if saved else {}).items()
+            }
+            zone = ZoneInfo(timezone) if timezone else None
+    names = {cid: (unit.consumption, unit.demand) for cid, unit in units.items()}
+    print(format_periods(closed, import_ids=import_ids, units=names, zone=zone), end="")
+    return EXIT_OK
 
 
 def _replay(args: argparse.Namespace) -> int:
