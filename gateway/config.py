@@ -48,7 +48,7 @@ from gateway.config_channels import (
     _Draft,
     apply_schedules,
 )
-from gateway.config_reader import ConfigError, Problem, Reader, show
+from gateway.config_reader import ConfigError, Entries, Problem, Reader, show
 from gateway.config_schedule import NONE, read_reset_schedule
 from gateway.config_sections import _bacnet, _export, _gateway, _metrics, _section, _timezone
 from gateway.config_settings import (
@@ -183,6 +183,7 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
 
     run = purpose == "run"
     gateway = bacnet = metrics = export = None
+    notes: tuple[str, ...] = ()
     sources: list[SourceConfig] = []
     types: dict[str, str | None] = {}
     if run:  # replay ignores these sections (module docstring)
@@ -191,7 +192,7 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
                 reader.problem(root, key, "required section is missing")
         gateway = _section(top, "gateway", partial(_gateway, base_dir=Path(file).parent))
         bacnet = _section(top, "bacnet", _bacnet)
-        metrics = _section(top, "metrics", partial(_metrics, base_dir=Path(file).parent))
+        metrics, notes = _http_section(top, Path(file).parent)
         export = _section(top, "export", partial(_export, base_dir=Path(file).parent))
         sources_node = top.value_node("sources")
         if sources_node is not None:
@@ -225,8 +226,28 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
     # Both sections are required for run: a missing or broken one was reported above.
     assert gateway is not None and bacnet is not None
     return RunConfig(
-        file, gateway, bacnet, metrics, tuple(sources), channels, export, gateway.timezone
+        file, gateway, bacnet, metrics, tuple(sources), channels, export, gateway.timezone, notes
     )
+
+
+def _http_section(top: Entries, base_dir: Path) -> tuple[MetricsSettings | None, tuple[str, ...]]:
+    """``http:``, or ``metrics:``, its older name (with a note); never both. The notes say what
+    ``check`` should tell: the old name, and an allow_reset that has no effect."""
+    notes: list[str] = []
+    section = "http"
+    if "metrics" in top:
+        if "http" in top:
+            top.problem("metrics", "the older name of http:; keep one of them")
+        else:
+            section = "metrics"
+            notes.append("metrics: is the older name of http:; it still works, rename it")
+    settings = _section(top, section, partial(_metrics, base_dir=base_dir, section=section))
+    if settings is not None and settings.allow_reset and settings.username is None:
+        notes.append(
+            f"{section}.allow_reset is ignored without {section}.basic_auth: "
+            "resets over HTTP stay refused (403)"
+        )
+    return settings, tuple(notes)
 
 
 def _replay_gateway(reader: Reader, node: Node | None) -> tuple[str | None, ResetSchedule | None]:

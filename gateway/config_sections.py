@@ -232,7 +232,8 @@ def _networks(reader: Reader, node: Node, path: str) -> tuple[IPv4Network, ...] 
     return tuple(networks) if len(networks) == len(items) else None
 
 
-def _metrics(entries: Entries, base_dir: Path) -> MetricsSettings | None:
+def _metrics(entries: Entries, base_dir: Path, section: str = "http") -> MetricsSettings | None:
+    """The ``http:`` section, or ``metrics:`` (its older name): ``section`` says which."""
     reader = entries.reader
     listen = entries.get("listen", partial(_listen, reader), required=True)
     read_file = partial(_existing_file, reader, base_dir)
@@ -240,7 +241,7 @@ def _metrics(entries: Entries, base_dir: Path) -> MetricsSettings | None:
     broken = False
     tls_node = entries.value_node("tls")
     if tls_node is not None:
-        tls = reader.entries(tls_node, "metrics.tls", TLS_KEYS)
+        tls = reader.entries(tls_node, f"{section}.tls", TLS_KEYS)
         if tls is None:
             broken = True
         else:
@@ -249,7 +250,7 @@ def _metrics(entries: Entries, base_dir: Path) -> MetricsSettings | None:
             broken = cert is None or key is None
     auth_node = entries.value_node("basic_auth")
     if auth_node is not None:
-        auth = reader.entries(auth_node, "metrics.basic_auth", BASIC_AUTH_KEYS)
+        auth = reader.entries(auth_node, f"{section}.basic_auth", BASIC_AUTH_KEYS)
         if auth is None:
             broken = True
         else:
@@ -259,9 +260,10 @@ def _metrics(entries: Entries, base_dir: Path) -> MetricsSettings | None:
                 auth.problem("username", "Basic auth user names cannot contain ':'")
                 username = None
             broken = broken or username is None or password_file is None
-    if listen is None or broken:
+    allow_reset = entries.get("allow_reset", partial(boolean, reader), False)
+    if listen is None or broken or allow_reset is None:
         return None
-    return MetricsSettings(*listen, cert, key, username, password_file)
+    return MetricsSettings(*listen, cert, key, username, password_file, allow_reset)
 
 
 def _existing_file(reader: Reader, base_dir: Path, node: Node, path: str) -> Path | None:

@@ -97,7 +97,8 @@ class BacnetSettings:
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
-    """The ``metrics:`` section: where ``/metrics`` is served."""
+    """The ``http:`` section (``metrics:`` is its older name): the one HTTP listener, serving
+    /metrics, the status pages and the JSON API."""
 
     host: str = field(metadata=yaml_key("listen"))  # listen: IP:PORT
     port: int = field(metadata=yaml_key("listen"))
@@ -107,6 +108,8 @@ class MetricsSettings:
     # Basic auth: the password is read from password_file at start
     username: str | None = field(default=None, metadata=yaml_key("basic_auth.username"))
     password_file: Path | None = field(default=None, metadata=yaml_key("basic_auth.password_file"))
+    # POST /api/v1/channels/{id}/reset; only with basic auth (ignored without, with a warning)
+    allow_reset: bool = False
 
     @property
     def listen(self) -> str:
@@ -156,6 +159,9 @@ class Config:
     # The gateway's timezone, for both purposes: replay reads this one key of the gateway
     # section when it is there (a replayed database is labelled in local time like the site).
     timezone: str = field(default=DEFAULT_TIMEZONE, metadata=yaml_key("gateway.timezone"))
+    # what `check` says about the file besides its summary (an older section name, a setting
+    # that has no effect); not read from the file
+    notes: tuple[str, ...] = field(default=(), metadata=yaml_key())
 
     def rules(self) -> dict[str, ChannelRules]:
         """Channel rules by id, in config order."""
@@ -186,7 +192,7 @@ class Config:
             )
         lines = [head]
         if self.gateway is not None:
-            metrics = f"metrics at {self.metrics.listen}" if self.metrics else "no metrics"
+            metrics = f"http at {self.metrics.listen}" if self.metrics else "no http listener"
             lines.append(
                 f"  gateway {self.gateway.name!r}: state in {self.gateway.state_dir}, "
                 f"timezone {self.gateway.timezone}, {metrics}"
@@ -208,6 +214,7 @@ class Config:
             if channel.source is not None:
                 line += f", source {describe_point(channel.source)}"
             lines.append(line)
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
@@ -221,7 +228,8 @@ class RunConfig(Config):
 
 # The allowed keys of each mapping, read from the settings above. The parsing below reads each
 # key by name; a key missing here is reported as unknown, one missing there is never read.
-TOP_LEVEL_KEYS = ("schema", *yaml_keys(Config))  # schema is checked, not kept: there is one
+# schema is checked, not kept: there is one; http is the metrics field's section (its new name)
+TOP_LEVEL_KEYS = ("schema", *yaml_keys(Config), "http")
 GATEWAY_KEYS = yaml_keys(GatewaySettings)
 BACNET_KEYS = yaml_keys(BacnetSettings)
 FOREIGN_DEVICE_KEYS = yaml_keys(ForeignDevice)
@@ -235,6 +243,7 @@ SECTION_KEYS = {
     "gateway": GATEWAY_KEYS,
     "bacnet": BACNET_KEYS,
     "metrics": METRICS_KEYS,
+    "http": METRICS_KEYS,
     "export": EXPORT_KEYS,
 }
 

@@ -959,7 +959,7 @@ def test_summary_lists_the_gateway_sources_and_channels() -> None:
     assert parse_config(VALID, "site.yaml", purpose="run").summary().splitlines() == [
         "OK site.yaml: 3 channels, 3 sources, 30 BACnet objects (device 7 at 127.0.0.1/8:47808)",
         f"  gateway 'test-site': state in {Path.cwd() / 'state'}, timezone UTC, "
-        "metrics at 127.0.0.1:9842",
+        "http at 127.0.0.1:9842",
         "  bacnet 'pulse-gateway 7': resets allowed from 127.0.0.0/8",
         "  source sim: simulated (seed 1)",
         "  source plc: modbus-tcp 10.0.0.5:502 unit 3, poll every 2s",
@@ -970,7 +970,39 @@ def test_summary_lists_the_gateway_sources_and_channels() -> None:
         "source pins line 17 falling, debounce 10ms",
         "  channel water: us_gallons, window 15min / slide 15min, interval 15min, "
         "BACnet 301..308, source sim 0.2 pulses/s poisson",
+        "note: metrics: is the older name of http:; it still works, rename it",
     ]
+
+
+def test_the_http_section_and_its_older_name_metrics() -> None:
+    """http: is the listener's section; metrics: still works with a note; both is refused."""
+    http = VALID.replace("metrics:\n  listen", "http:\n  listen")
+    config = parse_config(http, "site.yaml", purpose="run")
+    assert config.metrics is not None and config.metrics.listen == "127.0.0.1:9842"
+    assert config.notes == () and config.metrics.allow_reset is False
+    both = VALID.replace("metrics:\n", "http: {listen: 127.0.0.1:9843}\nmetrics:\n")
+    assert problems(both) == ["site.yaml:12:3: metrics: the older name of http:; keep one of them"]
+    unknown = http.replace("  listen: 127.0.0.1:9842", "  listen: 127.0.0.1:9842\n  allow: yes")
+    assert problems(unknown)[0].startswith("site.yaml:12:3: http.allow: unknown key")
+
+
+def test_allow_reset_needs_basic_auth_or_check_says_it_is_ignored(tmp_path: Path) -> None:
+    """allow_reset is a boolean; without basic_auth it has no effect, and check says so."""
+    (tmp_path / "password").write_text("x")
+    site = str(tmp_path / "site.yaml")
+    open_reset = VALID.replace("metrics:\n  listen", "http:\n  allow_reset: true\n  listen")
+    config = parse_config(open_reset, site, purpose="run")
+    assert config.metrics is not None and config.metrics.allow_reset is True
+    assert config.summary().splitlines()[-1] == (
+        "note: http.allow_reset is ignored without http.basic_auth: resets over HTTP stay "
+        "refused (403)"
+    )
+    guarded = open_reset.replace(
+        "  allow_reset: true",
+        "  allow_reset: true\n  basic_auth: {username: t, password_file: password}",
+    )
+    assert parse_config(guarded, site, purpose="run").notes == ()
+    assert any("http.allow_reset" in p for p in problems(open_reset.replace("true", "maybe")))
 
 
 def test_summary_of_a_replay_config_has_channels_only() -> None:

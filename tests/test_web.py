@@ -29,7 +29,7 @@ from gateway.web.chart import demand_chart
 from gateway.web.pages import show_number
 from gateway.web.snapshot import gateway_now, iso, status_document
 from tests.daemon import write_config
-from tests.helpers import FakeClocks, free_port
+from tests.helpers import FakeClocks
 from tests.test_service import started_with
 
 CHANNELS = (
@@ -42,23 +42,6 @@ CHANNELS = (
 USER, PASSWORD = "tech", "pulse-s3cret"
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    """The listener's settings as the config gives them, with ``allow_reset``."""
-
-    host: str
-    port: int
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    username: str | None = None
-    password_file: Path | None = None
-    allow_reset: bool = False
-
-    @property
-    def listen(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -96,21 +79,17 @@ async def running(
     allow_reset: bool = False,
     headers: dict[str, str] | None = None,
 ) -> AsyncIterator[Running]:
-    """A started gateway whose listener has these settings, and a client for it."""
-    config = load_config(write_config(tmp_path, channels=channels), purpose="run")
+    """A started gateway whose ``http:`` section has these settings, and a client for it."""
+    (tmp_path / "password").write_text(PASSWORD + "\n")
+    path = write_config(tmp_path, channels=channels)
+    options = f"allow_reset: {str(allow_reset).lower()}, "
+    if auth:
+        options += f"basic_auth: {{username: {USER}, password_file: password}}, "
+    path.write_text(path.read_text().replace("metrics: {", "http: {" + options))
+    config = load_config(path, purpose="run")
     clocks = FakeClocks()
     gateway = await started_with(config, clocks)
     try:
-        (tmp_path / "password").write_text(PASSWORD + "\n")
-        settings = HttpSettings(
-            "127.0.0.1",
-            free_port(),
-            username=USER if auth else None,
-            password_file=tmp_path / "password" if auth else None,
-            allow_reset=allow_reset,
-        )
-        await gateway.endpoint.stop()
-        await gateway.endpoint.start(settings)  # type: ignore[arg-type]
         base = f"http://127.0.0.1:{gateway.endpoint.port}"
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:

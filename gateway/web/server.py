@@ -244,7 +244,7 @@ class WebServer:
                 credentials = (settings.username, password)
         except (OSError, ssl.SSLError) as exc:
             raise WebError(f"http TLS or password file: {exc}") from None
-        wanted = bool(getattr(settings, "allow_reset", False))
+        wanted = settings.allow_reset
         if wanted and credentials is None:
             log.warning("http_reset_disabled", reason="http.allow_reset needs http.basic_auth")
         self.records = Records(Path(self.view.config.gateway.state_dir) / "gateway.db")
