@@ -29,6 +29,9 @@ Each fix is described, with the bacpypes3 code it works around, in docs/design/b
   window in which a receiver treats a known (source, invoke ID) as a retransmission (5.4.5;
   bac-py keeps it 6 s) and acknowledges without delivering. Here every destination has its own
   counter, so an ID returns to a peer only after 256 requests to that peer.
+- **Reply sizes.** 0.0.110 sized ComplexACKs without their header, so replies went over the
+  client's max-APDU. Building the application installs ``segmentation.GatewayServerSSM``, which
+  answers whole, in segments or with an Abort from the real APDU sizes (5.4.5.3).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from bacpypes3.basetypes import (
 from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
 from bacpypes3.primitivedata import ObjectType
 
+from gateway.bacnet import segmentation
 from gateway.bacnet.objects import ResetValue
 
 if TYPE_CHECKING:
@@ -79,6 +83,7 @@ class GatewayApplication(Application):
     do_ReadRangeRequest: ClassVar[Any] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        segmentation.install()  # before any request: every server transaction is the subclass
         super().__init__(*args, **kwargs)
         self._next_invoke_ids: dict[Any, int] = {}  # per destination address
 

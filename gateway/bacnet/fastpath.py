@@ -22,7 +22,7 @@ declared. Anything else (other services, segmented or routed requests, ALL/REQUI
 the wildcard instance, a property the lookup does not know, a reply too big, and any byte the
 decoder is not sure about) goes to bacpypes3 exactly as it arrived, so for those requests the
 server behaves exactly as bacpypes3 does. Error, Reject, Abort and segmented replies are always
-bacpypes3's.
+bacpypes3's, sized against the client's max-APDU by ``gateway.bacnet.segmentation``.
 
 The lookup is the single source of truth for the values it serves: whatever it returns is what
 clients read, without passing through bacpypes3 objects or their ``read_property`` overrides.
