@@ -135,7 +135,10 @@ async def test_status_json_is_the_engines_numbers_with_null_for_what_does_not_ex
     for facts in doc["channels"]:
         assert_channel_is_the_engines(facts, site.gateway)
         assert facts["virtual"] is False
-        assert facts["projected_demand"] is None and facts["period_consumption"] is None
+        assert facts["projected_demand"] is None  # not computed by the engine yet
+        channel = site.gateway.engine.channels[facts["id"]]
+        assert facts["period_consumption"] == channel.period_consumption
+        assert facts["next_scheduled_reset"] is None  # no reset_schedule configured
     e = doc["channels"][0]
     assert e["unit"] == "kWh" and e["consumption"] == 1000.25 + 24 * 0.5
     assert e["demand"] is not None and e["peak_demand"] > 0
@@ -316,7 +319,8 @@ async def test_a_web_reset_goes_through_the_reset_desk_with_its_lockout_and_audi
         (True, "accepted", source),
     ]
     assert channel["resets"] == resets and channel["reset_count"] == 1
-    assert channel["periods"] == []  # no billing periods are recorded yet
+    # the accepted reset closed the channel's first billing period
+    assert [(p["peak_demand"], p["closed_by"]) for p in channel["periods"]] == [(peak, source)]
     assert [(r.accepted, r.source) for r in log] == [(True, source), (False, source)]
     assert "refused: lockout" in page and source in page
 
@@ -444,3 +448,19 @@ def test_the_wheel_carries_the_static_files() -> None:
     files = [f"static/{path.name}" for path in static.iterdir()]
     assert files and all(any(fnmatch(f, p) for p in patterns) for f in files)
     assert any(d.startswith("aiohttp") for d in pyproject["project"]["dependencies"])
+
+
+@pytest.mark.asyncio
+async def test_the_next_scheduled_reset_is_the_earliest_channels(tmp_path: Path) -> None:
+    """A channel's reset_schedule gives its next reset; the gateway shows the earliest."""
+    channels = CHANNELS.replace(
+        "reset_lockout: 1min,", 'reset_lockout: 1min, reset_schedule: {every: day, at: "02:30"},'
+    )
+    async with running(tmp_path, channels) as site:
+        _, doc = await site.get("/api/v1/status")
+        _, page = await site.get("/")
+    e, w = doc["channels"]
+    assert e["next_scheduled_reset"] == "2026-01-01T02:30:00Z"
+    assert w["next_scheduled_reset"] is None
+    assert doc["gateway"]["next_scheduled_reset"] == "2026-01-01T02:30:00Z"
+    assert "2026-01-01 02:30:00Z" in page

@@ -23,7 +23,6 @@ from gateway.web.records import Records, RecordsError
 from gateway.web.snapshot import (
     Json,
     WebView,
-    billing_periods,
     gateway_now,
     iso,
     one_channel,
@@ -38,6 +37,7 @@ MAX_SPAN_US = 31 * DAY_US  # intervals per request: a month of one channel
 DEFAULT_RESETS = 100
 MAX_RESETS = 1000
 CHANNEL_RESETS = 20  # resets shown with one channel
+CHANNEL_PERIODS = 24  # billing periods shown with one channel
 
 
 @dataclass
@@ -71,7 +71,8 @@ class Site:
         if facts is None:
             raise no_channel(channel_id)
         resets = await read(self.records.resets, CHANNEL_RESETS, channel_id)
-        return {**facts, "periods": billing_periods(self.view, channel_id), "resets": resets}
+        periods = await read(self.records.periods, channel_id, CHANNEL_PERIODS)
+        return {**facts, "periods": periods, "resets": resets}
 
 
 SITE = web.AppKey("site", Site)

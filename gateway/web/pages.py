@@ -35,6 +35,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cumulative_demand", "cumulative demand", "number"),
     ("reset_count", "resets", "text"),
     ("period_consumption", "period consumption", "number"),
+    ("next_scheduled_reset", "next scheduled reset (UTC)", "time"),
     ("last_pulse", "last pulse", "age"),
     ("checksum_ok", "checksum", "checksum"),
 )
@@ -226,10 +227,16 @@ def channel_page(
     values.insert(3, ("pulses_total", "pulses counted", str(channel["pulses_total"])))
     if periods:
         period_rows = "".join(
-            "<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in p.values()) + "</tr>"
+            f"<tr><td>{escape(show_time(p['start']))}</td><td>{escape(show_time(p['end']))}</td>"
+            f"<td>{show_number(p['consumption'])}</td><td>{show_number(p['peak_demand'])}</td>"
+            f"<td>{escape(show_time(p['peak_time']))}</td><td>{escape(p['closed_by'])}</td></tr>"
             for p in periods
         )
-        period_html = f'<table class="periods"><tbody>{period_rows}</tbody></table>'
+        period_html = (
+            '<table class="resets"><thead><tr><th>from (UTC)</th><th>to (UTC)</th>'
+            "<th>consumption</th><th>peak demand</th><th>peak at (UTC)</th>"
+            f"<th>closed by</th></tr></thead><tbody>{period_rows}</tbody></table>"
+        )
     else:
         period_html = "<p>No billing periods are recorded for this channel.</p>"
     if resets:

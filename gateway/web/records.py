@@ -104,6 +104,25 @@ class Records:
         )
         return [(start, end, demand, bool(estimated)) for start, end, demand, estimated in rows]
 
+    def periods(self, channel: str, newest: int) -> list[Json]:
+        """The channel's last ``newest`` closed billing periods, newest first."""
+        rows = self._query(
+            "SELECT start_us, end_us, consumption, peak_demand, peak_time, source FROM periods"
+            " WHERE channel = ? ORDER BY reset_id DESC LIMIT ?",
+            (channel, newest),
+        )
+        return [
+            {
+                "start": iso(start),
+                "end": iso(end),
+                "consumption": number(consumption),
+                "peak_demand": number(peak),
+                "peak_time": iso(peak_time),
+                "closed_by": source,
+            }
+            for start, end, consumption, peak, peak_time, source in rows
+        ]
+
     def last_file_drop(self) -> str | None:
         """The last day whose EnergyCAP file was dropped (YYYY-MM-DD), if any."""
         rows = self._query("SELECT value FROM meta WHERE key = ?", (LAST_EXPORT_DAY,))

@@ -31,7 +31,7 @@ from gateway.web import api, pages
 from gateway.web.api import SITE, Site
 from gateway.web.chart import DAY_US, demand_chart
 from gateway.web.records import Records
-from gateway.web.snapshot import WebView, billing_periods, gateway_now
+from gateway.web.snapshot import WebView, gateway_now
 
 if TYPE_CHECKING:
     from gateway.config import MetricsSettings
@@ -147,6 +147,7 @@ async def channel_page(request: web.Request) -> web.Response:
     now = gateway_now(site.view)
     points = await api.read(site.records.demand_points, channel_id, now - DAY_US, now)
     resets = await api.read(site.records.resets, api.CHANNEL_RESETS, channel_id)
+    periods = await api.read(site.records.periods, channel_id, api.CHANNEL_PERIODS)
     chart = demand_chart(
         points, now, site.view.config.gateway.zone, facts["demand_unit"], facts["peak_demand"]
     )
@@ -154,7 +155,7 @@ async def channel_page(request: web.Request) -> web.Response:
         document["gateway"],
         facts,
         chart,
-        billing_periods(site.view, channel_id),
+        periods,
         resets,
         site.allow_reset,
     )

@@ -4,10 +4,11 @@ Everything here is read on the event loop that drives the engine, between two ev
 snapshot never mixes two moments (the same rule as a /metrics scrape). It is cheap: no I/O,
 no lock; 2,000 channels take a few milliseconds (docs/reference/http-api.md).
 
-Each value the engine does not compute yet has one small view function below (``virtual``,
-``projected_demand``, ``period_consumption``, ``next_scheduled_reset``, ``billing_periods``):
-it answers null, false or an empty list honestly until the feature exists, and is the one
-place to change when it does.
+Each value that is not a plain field of the engine's channel has one small view function below
+(``virtual``, ``projected_demand``, ``period_consumption``, ``next_scheduled_reset``); the
+two the engine does not compute yet (virtual channels, projected demand) answer false and null
+honestly until they exist, and are the one place to change when they do. Billing periods are
+read from the database (records.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo
 from gateway import __version__
 from gateway.clock import Timeline
 from gateway.core import Channel, Instant, ResetOutcome, Totals
+from gateway.core.demand import NEVER
 from gateway.status import Status
 
 if TYPE_CHECKING:
@@ -96,22 +98,29 @@ def projected_demand(view: WebView, channel_id: str, channel: Channel) -> float 
     return None
 
 
+# -- the values that do ------------------------------------------------------------------------
+
+
 def period_consumption(view: WebView, channel_id: str, channel: Channel) -> float | None:
-    """Consumption since the billing period began; billing periods do not exist yet: None."""
-    return None
+    """Consumption since the billing period began (the last accepted reset, or creation)."""
+    return number(channel.period_consumption)
 
 
 def next_scheduled_reset(view: WebView, now: Instant) -> Instant | None:
-    """The next scheduled billing reset; no schedule is configured in this version: None."""
-    return None
+    """The earliest next scheduled reset of any channel; None when no channel has a schedule."""
+    due = [
+        c.schedule_next
+        for c in view.live_channels().values()
+        if c.rules.reset_schedule is not None and c.schedule_next < NEVER
+    ]
+    return min(due, default=None)
 
 
-def billing_periods(view: WebView, channel_id: str) -> list[Json]:
-    """The channel's closed billing periods, newest first; none are recorded yet."""
-    return []
-
-
-# -- the values that do ------------------------------------------------------------------------
+def channel_next_reset(channel: Channel) -> Instant | None:
+    """The channel's own next scheduled reset, None without a schedule."""
+    if channel.rules.reset_schedule is None or channel.schedule_next >= NEVER:
+        return None
+    return channel.schedule_next
 
 
 def next_file_drop(view: WebView, now: Instant) -> Instant | None:
@@ -155,6 +164,7 @@ def channel_facts(
         "cumulative_demand": number(channel.cumulative_demand),
         "reset_count": channel.reset_count,
         "period_consumption": period_consumption(view, channel_id, channel),
+        "next_scheduled_reset": iso(channel_next_reset(channel)),
         "pulses_total": channel.pulses_total,
         "last_pulse": iso(last_pulse.get(channel_id)),
         "checksum_ok": checksums.get(channel_id),

@@ -47,7 +47,8 @@ const KINDS = {
   unit: "text", online: "online", consumption: "number", demand: "number",
   projected_demand: "number", peak_demand: "number", peak_time: "time",
   previous_peak_demand: "number", cumulative_demand: "number", reset_count: "text",
-  period_consumption: "number", last_pulse: "age", checksum_ok: "checksum",
+  period_consumption: "number", next_scheduled_reset: "time", last_pulse: "age",
+  checksum_ok: "checksum",
 };
 
 function setText(el, text) { if (el && el.textContent !== text) el.textContent = text; }
