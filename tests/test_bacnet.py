@@ -56,11 +56,15 @@ MEASURES = (
     "previous_peak_demand",
     "cumulative_demand",
     "reset_count",
+    "period_consumption",
+    "previous_period_consumption",
 )
+# the objects of one channel: an analog input per measure, and the reset binary-value
+PER_CHANNEL = len(MEASURES) + 1
 KWH, KW, GAL, GPM, NO_UNITS = 19, 48, 83, 89, 95  # BACnetEngineeringUnits
 UNITS = {
-    "e": [KWH, KW, KW, KW, KW, NO_UNITS],
-    "w": [GAL, GPM, GPM, GPM, GPM, NO_UNITS],
+    "e": [KWH, KW, KW, KW, KW, NO_UNITS, KWH, KWH],
+    "w": [GAL, GPM, GPM, GPM, GPM, NO_UNITS, GAL, GAL],
 }
 BASES = {"e": 100, "w": 200}
 
@@ -85,12 +89,14 @@ def engine_values(rig_: Rig, channel_id: str) -> list[float]:
         channel.previous_peak_demand,
         channel.cumulative_demand,
         float(channel.reset_count),
+        channel.period_consumption,
+        channel.previous_period,
     ]
 
 
 async def read_values(rig_: Rig, channel_id: str) -> list[float]:
     base = BASES[channel_id]
-    return [await rig_.read(f"ai,{base + k}", "pv") for k in range(1, 7)]
+    return [await rig_.read(f"ai,{base + k}", "pv") for k in range(1, len(MEASURES) + 1)]
 
 
 async def expect_error(awaitable: Any, code: ErrorCode) -> None:
@@ -181,7 +187,7 @@ async def test_read_property_multiple_of_every_object_in_chunks(tmp_path: Path) 
         objects = await asyncio.wait_for(
             r.client.get_object_list(r.address, 1001, timeout=WAIT_S), WAIT_S
         )
-        assert len(objects) == 1 + 1 + 7 * 2 + 1  # device, network port, channels, reset_all
+        assert len(objects) == 1 + 1 + PER_CHANNEL * 2 + 1  # device, network port, channels, reset_all
         names = {}
         for start in range(0, len(objects), 6):
             chunk = objects[start : start + 6]
@@ -739,14 +745,14 @@ def test_the_probe_refuses_a_port_held_without_reuseport() -> None:
 
 @pytest.mark.asyncio
 async def test_two_thousand_channels_start_and_serve(tmp_path: Path) -> None:
-    """A server with 2,000 channels (14,003 objects) starts and answers reads on any channel."""
+    """A server with 2,000 channels (18,003 objects) starts and answers reads on any channel."""
 
     from gateway.bacnet.standalone import standalone_server
 
     running = await standalone_server(2000, free_port())
     server = running.server
     try:
-        assert server.object_count == 1 + 1 + 7 * 2000 + 1
+        assert server.object_count == 1 + 1 + PER_CHANNEL * 2000 + 1
         address = f"127.0.0.1:{server.port}"
         async with loopback_client(4002) as client:
 
@@ -848,7 +854,7 @@ async def test_the_fast_path_lookup_encodes_exactly_what_bacpypes3_would(tmp_pat
     async with rig(tmp_path) as r:
         r.clocks.elapse(0.5)
         r.gateway.pulses("e", 3)  # demand not available yet
-        assert await compare() == 2 * (6 * 8 + 6)
+        assert await compare() == 2 * (len(MEASURES) * 8 + 6)
         r.steady(4)
         r.steady(2, channel="w", count=7)
         await compare()
@@ -907,7 +913,7 @@ async def test_reconfigure_adds_removes_and_rebuilds_channel_objects(tmp_path: P
         await expect_error(r.read("ai,101", "object-name"), ErrorCode.UNKNOWN_OBJECT)
         await expect_error(r.read("ai,201", "object-name"), ErrorCode.UNKNOWN_OBJECT)
         assert await r.read("device,1001", "database-revision") == revision + 1
-        assert r.server.object_count == 1 + 1 + 7 + 1
+        assert r.server.object_count == 1 + 1 + PER_CHANNEL + 1
         await r.subscribe("ai,301", process_id=61)
         await r.notification()
         moved = r.server.links["e"].config
