@@ -25,7 +25,6 @@ wires the parts and owns their order; each job lives in a module of its own:
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import sys
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from gateway.config import ConfigError, RunConfig, load_config
 from gateway.core import Engine, IntervalLog
 from gateway.feed import Feed
 from gateway.logging import get_logger
+from gateway.memory import collector_paused, settle
 from gateway.metrics import Metrics
 from gateway.notify import Notifier, status_line
 from gateway.reload import ReloadPlan, plan_reload
@@ -145,7 +145,8 @@ class Gateway(GatewayView):
             entries = {cid: entry for cid, entry in entries.items() if cid in configured}
         saved_at = saved.saved_at if saved else 0
         now = self.timeline.hold_until(Engine.resume_instant(entries, saved_at))
-        self.engine, missed = Engine.resume(self.config.rules(), entries, saved_at, now)
+        with collector_paused():  # a year down can mean 730,000 missed resets to apply
+            self.engine, missed = Engine.resume(self.config.rules(), entries, saved_at, now)
         downtime = round((now - saved_at) / 1e6, 3)
         for cid in entries:
             total = self.engine.channels[cid].pulses_total
@@ -179,7 +180,8 @@ class Gateway(GatewayView):
         )
         self.schedule = Schedule(self.config, store, self.desk, self.feed.now)
         # before anything else happens to the channels: durable, or the start fails
-        self.desk.record_missed(missed)
+        with collector_paused():
+            self.desk.record_missed(missed)
         return saved_at
 
     async def run(self) -> None:
@@ -190,7 +192,7 @@ class Gateway(GatewayView):
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         try:
             await self.start()
-            _settle_memory()
+            settle()
             self.notifier.ready(self.summary())
             log.info("gateway_ready", metrics_port=self.metrics_port)
             while not self._stop.is_set():
@@ -216,7 +218,7 @@ class Gateway(GatewayView):
         reloaded = False
         try:
             reloaded = await self.reload()
-            _settle_memory()
+            settle()
         finally:
             refused = "" if reloaded else "; last reload refused (see the journal)"
             self.notifier.ready(self.summary() + refused)
@@ -406,16 +408,3 @@ def _unbuildable(config: RunConfig) -> list[str]:
 
 def _interval_spans(config: RunConfig) -> dict[str, int]:
     return {c.id: c.interval for c in config.channels}
-
-
-def _settle_memory() -> None:
-    """Put what start-up (or a reload) built out of the cyclic collector's way.
-
-    The channels' BACnet objects and their properties are about a million Python objects at
-    2,000 channels, alive until the process ends; every full collection walked them all and
-    held the loop 50-65 ms. Frozen (``gc.freeze``), they are still freed when no longer
-    referenced, but never scanned. Only ``run`` does this: it owns the process.
-    """
-    gc.unfreeze()  # a reload's leftovers among the frozen objects get collected here
-    gc.collect()
-    gc.freeze()

@@ -1,7 +1,7 @@
 """Billing periods in the state store: reading them back and printing them.
 
-Each accepted reset closes its channel's billing period; the row is written with the reset's
-audit row, in its transaction (gateway/store_resets.py), and kept as long as the audit. This
+Each accepted reset closes its channel's billing period, which is kept in the reset's own audit
+row (gateway/store_schema.py, gateway/store_resets.py): as durable and as lasting as the audit. This
 module reads them for ``pulse-gateway periods``, the status page and the API, and prints the
 two forms the command offers: a table for people (local times, ImportIDs, units) and CSV for
 scripts (UTC, fixed header). Separate from the audit because periods are read by what they
@@ -20,9 +20,10 @@ from gateway.core import Instant
 from gateway.store_connection import StoreConnection
 
 CSV_HEADER = ("channel", "start", "end", "consumption", "peak_demand", "peak_time", "source")
+# an accepted reset's audit row holds the period it closed (gateway/store_schema.py)
 _QUERY = (
-    "SELECT reset_id, channel, start_us, end_us, consumption, peak_demand, peak_time, source"
-    " FROM periods"
+    "SELECT id, channel, period_start, time_us, period_consumption, period_peak,"
+    " period_peak_time, source FROM resets WHERE period_start IS NOT NULL"
 )
 
 
@@ -47,7 +48,7 @@ class BillingPeriods(StoreConnection):
         self, channel: str | None = None, *, newest: int | None = None
     ) -> list[PeriodRecord]:
         """Closed periods oldest first, of one channel or all; ``newest``: only the last N."""
-        where = "" if channel is None else " WHERE channel = ?"
+        where = "" if channel is None else " AND channel = ?"
         args: tuple[object, ...] = () if channel is None else (channel,)
         if newest is not None:
             sql = (
@@ -55,7 +56,7 @@ class BillingPeriods(StoreConnection):
             )
             args += (newest,)
         else:
-            sql = f"{_QUERY}{where} ORDER BY reset_id"
+            sql = f"{_QUERY}{where} ORDER BY id"
         with self._mutex:
             rows = self._connection().execute(sql, args).fetchall()
         return [PeriodRecord(*row) for row in rows]

@@ -124,17 +124,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " DEFAULT 9223372036854775807",
         """UPDATE channel_state SET period_start = coalesce(last_reset, now),
             period_base = consumption_base + (pulses_total - pulses_at_base) * scale_factor""",
-        # one row per accepted reset, written in the reset's transaction; like the audit it
-        # is billing evidence, kept for ever and never changed
-        f"""CREATE TABLE periods (
-            reset_id INTEGER PRIMARY KEY REFERENCES resets (id), channel TEXT NOT NULL,
-            start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, {_real("consumption")},
-            {_real_or_null("peak_demand")}, peak_time INTEGER, source TEXT NOT NULL)""",
-        "CREATE INDEX periods_by_channel ON periods (channel, end_us)",
-        """CREATE TRIGGER periods_no_update BEFORE UPDATE ON periods
-            BEGIN SELECT RAISE(ABORT, 'billing periods are append-only'); END""",
-        """CREATE TRIGGER periods_no_delete BEFORE DELETE ON periods
-            BEGIN SELECT RAISE(ABORT, 'billing periods are append-only'); END""",
+        # The billing period an accepted reset closes is part of its audit row (kept as long,
+        # never changed, one insert per reset): from period_start to the reset's time_us, its
+        # consumption and the peak the reset moved. NULL on refusals, and on the resets of a
+        # database from before, whose periods were never recorded.
+        "ALTER TABLE resets ADD COLUMN period_start INTEGER",
+        f"ALTER TABLE resets ADD COLUMN {_real_or_null('period_consumption')}",
+        f"ALTER TABLE resets ADD COLUMN {_real_or_null('period_peak')}",
+        "ALTER TABLE resets ADD COLUMN period_peak_time INTEGER",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -107,9 +107,11 @@ class Reading:
     reset_count: int
 
 
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """The reset-controlled measures, as kept in the reset audit before and after a reset."""
+class Totals(NamedTuple):
+    """The reset-controlled measures, as kept in the reset audit before and after a reset.
+
+    This and the other reset values are NamedTuples, built in C: a start-up after a year
+    down builds a few million of them."""
 
     peak_demand: float
     previous_peak_demand: float
@@ -117,8 +119,7 @@ class Totals:
     reset_count: int
 
 
-@dataclass(frozen=True, slots=True)
-class Period:
+class Period(NamedTuple):
     """A closed billing period: from one accepted reset (or the channel's creation) to the next.
 
     ``peak_demand`` is the peak the closing reset moved to previous peak and ``peak_time`` the
@@ -132,8 +133,7 @@ class Period:
     peak_time: Instant | None
 
 
-@dataclass(frozen=True, slots=True)
-class ResetOutcome:
+class ResetOutcome(NamedTuple):
     """The result of one reset attempt; a refused one changed nothing."""
 
     time: Instant
@@ -362,9 +362,12 @@ class Channel:
         self.last_reset = t
         return ResetOutcome(t, True, "accepted", before, self.totals(), period)
 
-    def fire(self) -> ResetOutcome:
+    def fire(self, then: Instant | None = None) -> ResetOutcome:
         """The scheduled reset due at ``schedule_next``: a Reset at that instant under the
-        same lockout, then the schedule moves on (a refused one is not tried again)."""
+        same lockout, then the schedule moves on (a refused one is not tried again).
+
+        ``then``: the schedule's next instant when the caller has it already (a start-up
+        applying a year of missed resets computes each date once for all channels)."""
         t = self.schedule_next
         if t == NEVER:
             raise DemandError("no scheduled reset is due")
@@ -376,7 +379,7 @@ class Channel:
         except DemandError:
             self.schedule_next = t
             raise
-        self.schedule_next = _next_fire(self.rules, t)
+        self.schedule_next = _next_fire(self.rules, t) if then is None else then
         return outcome
 
     def change_scale(self, t: Instant, scale_factor: float) -> None:

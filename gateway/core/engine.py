@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import tzinfo
 from typing import NamedTuple
 
 from gateway.core.demand import (
@@ -22,7 +23,7 @@ from gateway.core.demand import (
     Reading,
     ResetOutcome,
 )
-from gateway.core.schedule import next_after
+from gateway.core.schedule import ResetSchedule, between, next_after
 from gateway.core.timeline import Instant
 
 type Saved = tuple[ChannelRules, ChannelState]  # a channel as the store keeps it
@@ -36,8 +37,7 @@ class ChannelReading:
     reading: Reading
 
 
-@dataclass(frozen=True, slots=True)
-class ResetAttempt:
+class ResetAttempt(NamedTuple):
     """One reset attempt on one channel (accepted or refused), for the audit."""
 
     channel: str
@@ -48,7 +48,9 @@ class Resumed(NamedTuple):
     """An engine after a downtime, and the scheduled resets it applied for the downtime."""
 
     engine: Engine
-    missed: list[ResetAttempt]  # in time order, then config order
+    # channel by channel in config order, each channel's in time order: every reset is at its
+    # own instant; the audit takes them in this order (a year's worth writes fastest so)
+    missed: list[ResetAttempt]
 
 
 class Engine:
@@ -113,21 +115,23 @@ class Engine:
         its source reports. Every channel is offline afterwards.
         """
         engine = cls({}, now)
-        missed: list[tuple[Instant, int, ResetAttempt]] = []
-        for index, (channel_id, channel_rules) in enumerate(rules.items()):
+        missed: list[ResetAttempt] = []
+        calendar = _Calendar()  # channels on one schedule share its instants (a year: 365)
+        for channel_id, channel_rules in rules.items():
             entry = saved.get(channel_id)
             if entry is None:
                 channel = Channel(channel_rules, now)
             else:
-                channel, fired = _resumed(entry, saved_at, now, channel_rules, catch_up=True)
-                missed += [(o.time, index, ResetAttempt(channel_id, o)) for o in fired]
+                channel, fired = _resumed(
+                    entry, saved_at, now, channel_rules, catch_up=True, calendar=calendar
+                )
+                missed += [ResetAttempt(channel_id, outcome) for outcome in fired]
                 channel.reconfigure(now, channel_rules)
             channel.offline(now)
             engine.channels[channel_id] = channel
         engine._order = list(engine.channels.items())
         engine._times_changed()
-        missed.sort(key=lambda item: (item[0], item[1]))
-        return Resumed(engine, [item[2] for item in missed])
+        return Resumed(engine, missed)
 
     def _earliest_boundary(self) -> Instant:
         if not self.channels:
@@ -292,8 +296,35 @@ class Engine:
         self._times_changed()
 
 
+class _Calendar:
+    """The instants of each schedule in a downtime, computed once for all its channels."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[object, ...], tuple[list[Instant], Instant]] = {}
+
+    def span(
+        self, schedule: ResetSchedule, zone: tzinfo | None, after: Instant, until: Instant
+    ) -> tuple[list[Instant], Instant]:
+        """The instants s with after < s <= until, and the first one after until."""
+        key = (schedule, zone, after, until)
+        found = self._known.get(key)
+        if found is None:
+            instants = list(between(schedule, zone, after, until))
+            following = next_after(schedule, zone, instants[-1] if instants else until)
+            found = self._known[key] = (instants, following)
+        return found
+
+
 def _resumed(
-    entry: Saved, saved_at: Instant, now: Instant, configured: ChannelRules, *, catch_up: bool
+    entry: Saved,
+    saved_at: Instant,
+    now: Instant,
+    configured: ChannelRules,
+    *,
+    catch_up: bool,
+    calendar: _Calendar | None = None,
 ) -> tuple[Channel, list[ResetOutcome]]:
     """A saved channel brought to ``now``, offline since the last moment it was seen alive,
     with the configured schedule; with ``catch_up``, its scheduled resets in the gap applied."""
@@ -306,19 +337,25 @@ def _resumed(
     channel = Channel.restore(rules, state)
     schedule = rules.reset_schedule
     pending = state.schedule_next
+    instants: list[Instant] = []
+    following = NEVER
     if schedule is None:
         channel.schedule_next = NEVER
     elif pending == NEVER or not catch_up:
         channel.schedule_next = next_after(schedule, rules.timezone, max(now, channel.now))
     else:  # the configured schedule's instants from the first one not yet applied
-        channel.schedule_next = next_after(schedule, rules.timezone, max(pending - 1, channel.now))
+        instants, following = (calendar or _Calendar()).span(
+            schedule, rules.timezone, max(pending - 1, channel.now), now
+        )
+        channel.schedule_next = instants[0] if instants else following
     # the old process was alive until its last checkpoint, and at most until the channel's
     # next boundary (it would have closed it otherwise) or its next scheduled reset
     down = max(channel.now, min(saved_at, channel.next_boundary - 1, channel.schedule_next - 1))
     channel.offline(down)
     fired: list[ResetOutcome] = []
-    while channel.schedule_next <= now:
-        channel.skip_to(channel.schedule_next)
-        fired.append(channel.fire())
+    if instants:
+        for s, then in zip(instants, [*instants[1:], following], strict=True):
+            channel.skip_to(s)
+            fired.append(channel.fire(then))
     channel.skip_to(now)
     return channel, fired
