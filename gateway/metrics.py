@@ -30,6 +30,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from gateway.core import Channel, Unit
+from gateway.core.demand import NEVER
 
 __all__ = ["GatewayCollector", "GatewayView", "Metrics"]
 
@@ -118,6 +119,30 @@ def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
             "channel",
             "unit",
         ),
+        "period_consumption": gauge(
+            "period_consumption",
+            f"Consumption since the last accepted reset (this billing period), {per_unit}.",
+            "channel",
+            "unit",
+        ),
+        "previous_period_consumption": gauge(
+            "previous_period_consumption",
+            f"Consumption of the last closed billing period, {per_unit}; 0 before the first.",
+            "channel",
+            "unit",
+        ),
+        "peak_time": gauge(
+            "peak_demand_timestamp_seconds",
+            "Unix time of the slide boundary that set the current peak demand; absent while"
+            " the peak is 0 (no valid demand above 0 since the last reset).",
+            "channel",
+        ),
+        "next_reset": gauge(
+            "next_reset_timestamp_seconds",
+            "Unix time of the channel's next scheduled billing reset; absent for a channel"
+            " without a reset_schedule.",
+            "channel",
+        ),
         "resets": counter("resets", "Accepted peak demand resets.", "channel"),
         "rejections": counter(
             "reset_rejections",
@@ -167,9 +192,28 @@ class GatewayReading:
     """The numbers of one scrape, copied from the view: plain values a thread may format."""
 
     # per channel: id, consumption unit, demand unit, pulses, consumption, demand (None when
-    # not available), peak, previous peak, cumulative demand, resets, lockout rejections, online
+    # not available), peak, previous peak, cumulative demand, resets, lockout rejections,
+    # online, period consumption, previous period's, peak time and next scheduled reset (None:
+    # none), in seconds
     channels: list[
-        tuple[str, str, str, int, float, float | None, float, float, float, int, int, bool]
+        tuple[
+            str,
+            str,
+            str,
+            int,
+            float,
+            float | None,
+            float,
+            float,
+            float,
+            int,
+            int,
+            bool,
+            float,
+            float,
+            float | None,
+            float | None,
+        ]
     ]
     rejections: list[tuple[tuple[str, str], int]]
     sources: list[tuple[str, bool]]
@@ -207,6 +251,10 @@ class GatewayCollector(Collector):
                     c.reset_count,
                     c.rejected_resets,
                     c.is_online,
+                    c.period_consumption,
+                    c.previous_period,
+                    None if (peak_time := c.peak_time) is None else peak_time / 1e6,
+                    None if (due := c.schedule_next) == NEVER else due / 1e6,
                 )
                 for channel_id, unit, c in view.channel_readings()
             ],
@@ -249,6 +297,12 @@ class GatewayCollector(Collector):
             # Always present, so a rate() over it works from the first scrape on.
             rejections.add_metric([channel_id, LOCKOUT], row[10])
             online.add_metric([channel_id], 1.0 if row[11] else 0.0)
+            f["period_consumption"].add_metric(consumption_labels, row[12])
+            f["previous_period_consumption"].add_metric(consumption_labels, row[13])
+            if row[14] is not None:
+                f["peak_time"].add_metric([channel_id], row[14])
+            if row[15] is not None:
+                f["next_reset"].add_metric([channel_id], row[15])
         for (channel_id, reason), count in reading.rejections:
             # The engine's count is the one truth for lockouts; a second "lockout" sample
             # would be a duplicate series, which Prometheus rejects.

@@ -48,18 +48,21 @@ class BillingPeriods(StoreConnection):
         self, channel: str | None = None, *, newest: int | None = None
     ) -> list[PeriodRecord]:
         """Closed periods oldest first, of one channel or all; ``newest``: only the last N."""
-        where = "" if channel is None else " AND channel = ?"
-        args: tuple[object, ...] = () if channel is None else (channel,)
-        if newest is not None:
-            sql = (
-                f"SELECT * FROM ({_QUERY}{where} ORDER BY reset_id DESC LIMIT ?) ORDER BY reset_id"
-            )
-            args += (newest,)
-        else:
-            sql = f"{_QUERY}{where} ORDER BY id"
+        sql, args = periods_query(channel, newest)
         with self._mutex:
             rows = self._connection().execute(sql, args).fetchall()
         return [PeriodRecord(*row) for row in rows]
+
+
+def periods_query(channel: str | None, newest: int | None) -> tuple[str, tuple[object, ...]]:
+    """The SQL (and its arguments) that reads periods as ``PeriodRecord`` rows, oldest first;
+    for readers with a connection of their own (the web side reads on one)."""
+    where = "" if channel is None else " AND channel = ?"
+    args: tuple[object, ...] = () if channel is None else (channel,)
+    if newest is None:
+        return f"{_QUERY}{where} ORDER BY id", args
+    sql = f"SELECT * FROM ({_QUERY}{where} ORDER BY id DESC LIMIT ?) ORDER BY id"
+    return sql, (*args, newest)
 
 
 def write_periods_csv(periods: Sequence[PeriodRecord], out: TextIO) -> None:

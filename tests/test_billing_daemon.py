@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.clock import Timeline
 from gateway.config import load_config
@@ -204,3 +206,48 @@ async def _run_briefly(path: Path, clocks: FakeClocks) -> None:
         await counting(gateway, clocks, 3, 2)
     finally:
         await gateway.stop()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The gateway's /metrics over real HTTP, as (name, sorted labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.asyncio
+async def test_metrics_show_the_periods_the_peak_time_and_the_next_reset(tmp_path: Path) -> None:
+    clocks = FakeClocks()
+    path = config(tmp_path, '{every: month, day: 1, at: "00:00:10"}')
+    text = path.read_text().replace(
+        "channels:\n",
+        "channels:\n  - {id: n, unit: kWh, scale_factor: 1, demand_window: 2s, demand_slide: 1s,"
+        " reset_schedule: none, source: {id: sim, rate: 0.001, mode: constant}}\n",
+    )
+    path.write_text(text)
+    gateway = gateway_at(path, clocks)
+    await gateway.start()
+    try:
+        await counting(gateway, clocks, 9, 4)
+        peak_time = gateway.engine.channels["e"].peak_time
+        assert peak_time is not None
+        await counting(gateway, clocks, 3, 4)  # the reset at 00:00:10, then 3 seconds more
+        port = gateway.metrics_port
+        assert port is not None
+        found = await asyncio.to_thread(scrape, port)
+    finally:
+        await gateway.stop()
+    e, kwh = (("channel", "e"),), (("channel", "e"), ("unit", "kilowatt-hours"))
+    assert found[("pulse_gateway_period_consumption", kwh)] == 6.0
+    assert found[("pulse_gateway_previous_period_consumption", kwh)] == 18.0
+    # the reset moved the peak: the new one was set after it
+    assert found[("pulse_gateway_peak_demand_timestamp_seconds", e)] > peak_time / 1e6
+    assert (
+        found[("pulse_gateway_next_reset_timestamp_seconds", e)] == at("2026-02-01T00:00:10Z") / 1e6
+    )
+    n = (("channel", "n"),)
+    assert ("pulse_gateway_next_reset_timestamp_seconds", n) not in found

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core import Instant, Totals
+from gateway.store_periods import PeriodRecord, periods_query
 from gateway.web.snapshot import Json, iso, number, totals
 
 # the columns of the append-only audit (gateway/store_schema.py), in this order
@@ -106,21 +107,17 @@ class Records:
 
     def periods(self, channel: str, newest: int) -> list[Json]:
         """The channel's last ``newest`` closed billing periods, newest first."""
-        rows = self._query(
-            "SELECT start_us, end_us, consumption, peak_demand, peak_time, source FROM periods"
-            " WHERE channel = ? ORDER BY reset_id DESC LIMIT ?",
-            (channel, newest),
-        )
+        rows = [PeriodRecord(*row) for row in self._query(*periods_query(channel, newest))]
         return [
             {
-                "start": iso(start),
-                "end": iso(end),
-                "consumption": number(consumption),
-                "peak_demand": number(peak),
-                "peak_time": iso(peak_time),
-                "closed_by": source,
+                "start": iso(p.start),
+                "end": iso(p.end),
+                "consumption": number(p.consumption),
+                "peak_demand": number(p.peak_demand),
+                "peak_time": iso(p.peak_time),
+                "closed_by": p.source,
             }
-            for start, end, consumption, peak, peak_time, source in rows
+            for p in reversed(rows)
         ]
 
     def last_file_drop(self) -> str | None:
