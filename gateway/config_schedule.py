@@ -92,13 +92,13 @@ def _every(reader: Reader, node: Node, path: str) -> str | None:
 
 
 def _at(reader: Reader, node: Node, path: str) -> tuple[int, int, int] | None:
-    if isinstance(node, ScalarNode) and node.style is None and ":" in node.value:
-        # YAML 1.1 reads an unquoted 06:00 as the base-60 number 360
+    value = reader.scalar(node, path)
+    if not isinstance(value, str) and isinstance(node, ScalarNode) and ":" in node.value:
+        # YAML 1.1 reads an unquoted 12:30 as the base-60 number 750 (but 06:30 as text)
         reader.problem(
             node, path, f"quote the time: at: '{node.value}' (YAML reads it as a number)"
         )
         return None
-    value = reader.scalar(node, path)
     try:
         return parse_at(value)
     except ValueError as exc:

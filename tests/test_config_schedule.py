@@ -53,6 +53,12 @@ def test_without_any_schedule_channels_reset_only_on_request() -> None:
     assert all(c.rules.reset_schedule is None for c in config.channels)
 
 
+def test_an_unquoted_time_yaml_reads_as_text_is_taken() -> None:
+    """YAML 1.1 reads 06:30 (a leading 0) as text and 12:30 as a number: the first is fine."""
+    config = parse_config(on_gas("{every: day, at: 06:30}"), "site.yaml", purpose="run")
+    assert config.rules()["gas"].reset_schedule == ResetSchedule("day", (6, 30, 0))
+
+
 def test_a_yearly_schedule_and_replay_reads_the_default_too() -> None:
     text = (
         "gateway:\n  timezone: America/New_York\n"
@@ -109,7 +115,7 @@ BAD = [
         id="at-24",
     ),
     pytest.param(
-        on_gas("{every: day, at: 06:00}"),
+        on_gas("{every: day, at: 12:30}"),
         24,
         38,
         "channels[1].reset_schedule.at",
