@@ -30,12 +30,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway import __version__
 from gateway.checkpoints import Checkpoints
 from gateway.clock import Timeline
 from gateway.config import ConfigError, RunConfig, load_config
 from gateway.core import Engine, IntervalLog
 from gateway.feed import Feed
+from gateway.listeners import ListenerError, Listeners
 from gateway.logging import get_logger
 from gateway.memory import collector_paused, settle
 from gateway.metrics import Metrics
@@ -49,7 +49,6 @@ from gateway.status import Status
 from gateway.store import Saved, Store, StoreError
 from gateway.supervisor import Supervisor
 from gateway.views import GatewayView
-from gateway.web import WebError, WebServer
 
 STOP_TIMEOUT_S = 4.0  # the whole stop must fit in systemd's 5 s
 
@@ -95,8 +94,8 @@ class Gateway(GatewayView):
         self.live = live  # a person is watching: one compact line per channel each slide
         self.status = Status()
         self.metrics = Metrics(self)
-        self.endpoint = WebServer(self, self.metrics)  # /metrics, the pages, the API
-        self.bacnet: BacnetServer | None = None
+        self.listeners = Listeners(self, self.metrics)
+        self.endpoint = self.listeners.endpoint
         self.store = None
         self.tasks = Supervisor(self._task_failed)
         self._stop = asyncio.Event()
@@ -113,11 +112,11 @@ class Gateway(GatewayView):
             self.feed.mark_new_channels(self.engine.now)
             await self.checkpoints.save_now(self.engine.now)
             _describe(store, self.config)
-            await self._start_metrics()
-            await self._start_bacnet()
-            if self.config.bacnet is not None and not self.config.bacnet.reset_allowed_from:
-                # the safe default, but a site that expects monthly resets must hear about it
-                log.warning("resets_disabled", reason="bacnet.reset_allowed_from is empty")
+            try:
+                await self.listeners.start_http(self.config)
+                await self.listeners.start_bacnet(self.config)
+            except ListenerError as exc:
+                raise GatewayError(str(exc)) from None
             self._start_sources((self.engine.now - saved_at) / 1e6 if saved_at else None)
         except BaseException:
             store.close()
@@ -248,40 +247,14 @@ class Gateway(GatewayView):
             self.sources.stop(timeout=STOP_TIMEOUT_S / 2),
             self.tasks.cancel("tick", "prune", "export", timeout=STOP_TIMEOUT_S / 2),
         )
-        await self.endpoint.stop()
-        await self._stop_bacnet()  # no reset can arrive after this
+        await self.listeners.stop()  # no reset can arrive after this
         await self.checkpoints.save_now(self.feed.now())
         await self.tasks.cancel(timeout=STOP_TIMEOUT_S / 2)
         store.close()
         self.store = None
         log.info("gateway_stopped")
 
-    # -- the parts that listen and count ------------------------------------------------------
-
-    async def _start_metrics(self) -> None:
-        try:
-            await self.endpoint.start(self.config.metrics)
-        except WebError as exc:
-            raise GatewayError(str(exc)) from None
-
-    async def _start_bacnet(self) -> None:
-        if self.config.bacnet is None:
-            return
-        # imported here: bacpypes3 is only loaded by the daemon, not by replay or export
-        from gateway.bacnet.server import BacnetError
-        from gateway.bacnet.server import BacnetServer as Server
-
-        server = Server(self, self.config.bacnet, self.config.channels, version=__version__)
-        try:
-            await server.start()
-        except BacnetError as exc:
-            raise GatewayError(str(exc)) from None
-        self.bacnet = server
-
-    async def _stop_bacnet(self) -> None:
-        if self.bacnet is not None:
-            await self.bacnet.stop()
-            self.bacnet = None
+    # -- the parts that count --------------------------------------------------------------
 
     def _start_sources(self, baseline_age: float | None = None) -> None:
         try:
@@ -297,9 +270,11 @@ class Gateway(GatewayView):
             self.tasks.start("export", self.schedule.drop_daily())
 
     def _changed(self) -> None:
-        """Something a BACnet subscriber may care about changed (cheap: folded per loop pass)."""
-        if self.bacnet is not None:
-            self.bacnet.refresh()
+        self.listeners.refresh()
+
+    @property
+    def bacnet(self) -> BacnetServer | None:
+        return self.listeners.bacnet
 
     # -- reload -----------------------------------------------------------------------------
 
@@ -357,23 +332,9 @@ class Gateway(GatewayView):
             self._start_sources()
         else:
             self.feed.channels_online(t)
-        if plan.metrics_changed:
-            await self.endpoint.stop()
-            await self._start_metrics()
-        await self._reload_bacnet(plan)
+        await self.listeners.reload(new, plan)
         self.desk.check()  # channels configured again bring their audit back
         await self.checkpoints.save_now(self.feed.now())
-
-    async def _reload_bacnet(self, plan: ReloadPlan) -> None:
-        """New channels' objects on reload; new network or device settings restart the server."""
-        if not plan.bacnet_changed and self.bacnet is not None:
-            await self.bacnet.reconfigure(self.config.channels)
-            return
-        await self._stop_bacnet()
-        try:
-            await self._start_bacnet()
-        except GatewayError as exc:  # e.g. the new port is taken: say so, keep counting
-            log.error("bacnet_restart_failed", error=str(exc))
 
     # -- systemd ----------------------------------------------------------------------------
 
