@@ -17,7 +17,7 @@ from functools import partial
 from yaml.nodes import Node
 
 from gateway.bacnet.points import RESET_ALL_INSTANCE
-from gateway.config_reader import Entries, Reader, did_you_mean, join
+from gateway.config_reader import Entries, Reader, boolean, did_you_mean, join
 from gateway.config_schedule import NONE, ScheduleSetting, read_reset_schedule
 from gateway.config_settings import (
     CHANNEL_KEYS,
@@ -111,6 +111,7 @@ def _channel(
         entries.problem("interval", message)
         interval = None
     cov = entries.get("cov_increment", partial(reader.number, at_least=0), 0.0)
+    trend_log = entries.get("trend_log", partial(boolean, reader), True)
     read_base = partial(reader.integer, low=0, high=MAX_INSTANCE - OBJECTS_PER_CHANNEL)
     base = entries.get("bacnet_instance_base", read_base, 100 * (index + 1))
     schedule: ScheduleSetting | None = entries.get(
@@ -131,8 +132,12 @@ def _channel(
         return draft
     if interval is None or cov is None or base is None or (types is not None and point is None):
         return draft
+    if trend_log is None:
+        return draft
     rules = ChannelRules(unit, scale, window, slide, initial, lockout)  # all checked above
-    draft.config = ChannelConfig(channel_id, import_id, rules, point, cov, base, interval)
+    draft.config = ChannelConfig(
+        channel_id, import_id, rules, point, cov, base, interval, trend_log=trend_log
+    )
     return draft
 
 

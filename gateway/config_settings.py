@@ -22,6 +22,7 @@ DEFAULT_RETENTION = 400 * 86400 * MICROS_PER_SECOND
 BACNET_PORT = 47808
 MAX_INSTANCE = 4194302  # 2**22 - 2: 4194303 is the "any instance" wildcard (ASHRAE 135 12.11)
 OBJECTS_PER_CHANNEL = 8  # analog-inputs base+1..base+8 (and one binary-value at base+1)
+TREND_LOGS_PER_CHANNEL = 2  # trend-logs base+1 (consumption) and base+2 (demand)
 DEFAULT_INTERVAL: Span = 15 * 60 * MICROS_PER_SECOND
 DEFAULT_GATEWAY_NAME = "pulse-gateway"
 # Only exports and their file names use local time; UTC is the one zone that is never wrong by
@@ -139,6 +140,8 @@ class ChannelConfig:
     cov_increment: float = 0.0
     bacnet_instance_base: int = 100
     interval: Span = DEFAULT_INTERVAL
+    # two trend-log objects over the channel's interval records (docs/reference/bacnet.md)
+    trend_log: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +179,14 @@ class Config:
 
     @property
     def bacnet_object_count(self) -> int:
-        """Device + 6 analog-inputs and a reset binary-value per channel + reset_all + the
-        B/IP network-port object (which bacpypes3 binds through)."""
-        return 1 + (OBJECTS_PER_CHANNEL + 1) * len(self.channels) + 1 + 1
+        """Device + 8 analog-inputs, a reset binary-value and (unless ``trend_log: false``) two
+        trend-logs per channel + reset_all + the B/IP network-port object (which bacpypes3
+        binds through)."""
+        per_channel = sum(
+            OBJECTS_PER_CHANNEL + 1 + (TREND_LOGS_PER_CHANNEL if c.trend_log else 0)
+            for c in self.channels
+        )
+        return 1 + per_channel + 1 + 1
 
     def summary(self) -> str:
         """What ``pulse-gateway check`` prints for a valid file."""
@@ -211,6 +219,8 @@ class Config:
             )
             if self.bacnet is not None:
                 line += f", BACnet {base + 1}..{base + OBJECTS_PER_CHANNEL}"
+                if not channel.trend_log:
+                    line += " (no trend logs)"
             if channel.source is not None:
                 line += f", source {describe_point(channel.source)}"
             lines.append(line)

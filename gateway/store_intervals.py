@@ -9,13 +9,15 @@ these queries and their tuning are the export's concern, not the state's.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
-from typing import Literal
+from pathlib import Path
+from typing import Literal, NamedTuple
 
 from gateway.core import Instant, IntervalMark, IntervalRecord
 from gateway.store_connection import StoreConnection
 from gateway.store_rows import _float
+from gateway.store_schema import StoreError
 
 
 class IntervalLog(StoreConnection):
@@ -25,9 +27,15 @@ class IntervalLog(StoreConnection):
     def _save_intervals(conn: sqlite3.Connection, records: Sequence[IntervalRecord]) -> None:
         if records:
             conn.executemany(
-                "INSERT OR REPLACE INTO intervals (channel, end_us, start_us, pulses,"
+                # a record written again (same channel and end) keeps its sequence number: an
+                # upsert, where INSERT OR REPLACE would delete it and number it anew
+                "INSERT INTO intervals (channel, end_us, start_us, pulses,"
                 " consumption, average_demand, estimated, pulses_total, consumption_total)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (end_us, channel) DO UPDATE SET"
+                " start_us = excluded.start_us, pulses = excluded.pulses,"
+                " consumption = excluded.consumption, average_demand = excluded.average_demand,"
+                " estimated = excluded.estimated, pulses_total = excluded.pulses_total,"
+                " consumption_total = excluded.consumption_total",
                 [
                     (
                         r.channel,
@@ -135,3 +143,127 @@ _CHANNEL_FILTER = """ AND (NOT EXISTS (
         SELECT 1 FROM intervals AS other WHERE other.channel = recorded.channel
         AND other.end_us > :since AND other.end_us <= :until))
     OR +channel IN ({channels}))"""
+
+
+class LogExtent(NamedTuple):
+    """What one channel's interval log holds: sequence numbers ``first..last`` (a contiguous
+    range: records are numbered in end order and pruned oldest first), and ``total``, the
+    newest number ever given (0: never a record). ``first`` > ``last`` when nothing is held."""
+
+    first: int
+    last: int
+    total: int
+
+    @property
+    def held(self) -> int:
+        """How many records are held (the trend log's record-count)."""
+        return max(0, self.last - self.first + 1)
+
+
+class LogRecordRow(NamedTuple):
+    """One interval record as a trend log shows it: its number, end, value and quality."""
+
+    seq: int
+    end: Instant
+    value: float
+    estimated: int  # 0 or 1
+
+
+_LOG_COLUMNS = {"consumption": "consumption_total", "demand": "average_demand"}
+
+
+class IntervalSequence:
+    """Interval records by sequence number, for the BACnet trend logs, read on request.
+
+    Read-only, on a connection of its own (``mode=ro``: WAL lets it read while the gateway's
+    store writes; it never waits for a checkpoint, nor makes one wait). Each ReadRange is a few
+    index seeks: ``(channel, seq)`` for the numbers, ``(channel, end_us)`` for times. Nothing is
+    kept in memory. Used from the event loop's thread only; a query takes well under a
+    millisecond (docs/performance.md).
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            try:
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+                conn.execute("PRAGMA busy_timeout = 1000")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read {self.path}: {exc}") from None
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def read[T](self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(conn)`` inside one read transaction: the extent and the records it reads
+        are of the same moment, whatever the gateway commits meanwhile."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN")
+            try:
+                return work(conn)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from None
+
+    @staticmethod
+    def extent(conn: sqlite3.Connection, channel: str) -> LogExtent:
+        first, last, total = conn.execute(
+            "SELECT (SELECT min(seq) FROM intervals WHERE channel = ?1),"
+            " (SELECT max(seq) FROM intervals WHERE channel = ?1),"
+            " (SELECT last FROM interval_seq WHERE channel = ?1)",
+            (channel,),
+        ).fetchone()
+        if first is None:
+            total = total or 0
+            return LogExtent(total + 1, total, total)
+        return LogExtent(first, last, max(total or 0, last))
+
+    @staticmethod
+    def records(
+        conn: sqlite3.Connection, channel: str, first: int, last: int, log: str
+    ) -> list[LogRecordRow]:
+        """Records ``first..last`` by sequence number of the ``consumption`` log (the reading at
+        each end) or the ``demand`` log (the average demand of each interval)."""
+        column = _LOG_COLUMNS[log]
+        rows = conn.execute(
+            f"SELECT seq, end_us, {column}, estimated FROM intervals"
+            " WHERE channel = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            (channel, first, last),
+        ).fetchall()
+        return list(map(LogRecordRow._make, rows))
+
+    @staticmethod
+    def first_after(conn: sqlite3.Connection, channel: str, instant: Instant) -> int | None:
+        """The number of the oldest record that ended after ``instant``; None if none did."""
+        row = conn.execute(
+            "SELECT seq FROM intervals WHERE channel = ? AND end_us > ? ORDER BY end_us LIMIT 1",
+            (channel, instant),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    @staticmethod
+    def last_before(conn: sqlite3.Connection, channel: str, instant: Instant) -> int | None:
+        """The number of the newest record that ended before ``instant``; None if none did."""
+        row = conn.execute(
+            "SELECT seq FROM intervals WHERE channel = ? AND end_us < ?"
+            " ORDER BY end_us DESC LIMIT 1",
+            (channel, instant),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def timezone(self) -> str | None:
+        """The gateway's timezone as the database records it (None: not recorded)."""
+        rows = self.read(
+            lambda conn: conn.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchall()
+        )
+        return str(rows[0][0]) if rows else None

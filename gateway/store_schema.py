@@ -133,6 +133,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"ALTER TABLE resets ADD COLUMN {_real_or_null('period_peak')}",
         "ALTER TABLE resets ADD COLUMN period_peak_time INTEGER",
     ),
+    (
+        # 6: a sequence number per interval record, for the BACnet trend logs: 1 for a
+        # channel's first record ever, then one more per record; never reused, never changed,
+        # pruning included. interval_seq keeps each channel's last number, so numbering goes on
+        # after every record of a channel has been pruned. Existing records are numbered in end
+        # order. A record inserted with seq 0 (the column's default: every writer, whoever it
+        # is) is given its number by the trigger, in the insert's transaction.
+        "ALTER TABLE intervals ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
+        """UPDATE intervals SET seq = numbered.seq FROM (
+            SELECT channel, end_us,
+                row_number() OVER (PARTITION BY channel ORDER BY end_us) AS seq
+            FROM intervals) AS numbered
+            WHERE intervals.channel = numbered.channel AND intervals.end_us = numbered.end_us""",
+        # no foreign key: like the records it numbers, it outlives a removed channel
+        "CREATE TABLE interval_seq (channel TEXT PRIMARY KEY, last INTEGER NOT NULL)",
+        "INSERT INTO interval_seq SELECT channel, max(seq) FROM intervals GROUP BY channel",
+        "CREATE UNIQUE INDEX intervals_by_seq ON intervals (channel, seq)",
+        """CREATE TRIGGER intervals_numbered AFTER INSERT ON intervals WHEN NEW.seq = 0
+            BEGIN
+                INSERT INTO interval_seq (channel, last) VALUES (NEW.channel, 1)
+                    ON CONFLICT (channel) DO UPDATE SET last = last + 1;
+                UPDATE intervals SET seq = (
+                    SELECT last FROM interval_seq WHERE channel = NEW.channel)
+                    WHERE channel = NEW.channel AND end_us = NEW.end_us;
+            END""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -118,11 +118,20 @@ async def rig(
     allowed: Sequence[IPv4Network] = LOOPBACK,
     channels: str = CHANNELS,
     fast_path: bool = True,
+    timezone: str | None = None,
     **settings: Any,
 ) -> AsyncIterator[Rig]:
-    """A real Gateway on fake clocks, a BacnetServer over it, and a connected bac-py client."""
+    """A real Gateway on fake clocks, a BacnetServer over it, and a connected bac-py client.
+
+    State in ``tmp_path / "state"``; ``timezone`` sets ``gateway.timezone``."""
     clocks = FakeClocks()
-    config = load_config(write_config(tmp_path, channels=channels), purpose="run")
+    path = write_config(tmp_path, channels=channels)
+    if timezone is not None:
+        text = path.read_text().replace(
+            "state_dir: state}", f"state_dir: state, timezone: {timezone}}}"
+        )
+        path.write_text(text)
+    config = load_config(path, purpose="run")
     gateway = Gateway(config, timeline=Timeline(clocks.wall, clocks.mono))
     await gateway.start()
     try:

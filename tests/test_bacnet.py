@@ -44,7 +44,7 @@ from tests.bacnet_support import (
 )
 from tests.helpers import free_port
 
-AI, BV = 0, 5
+AI, BV, TREND_LOG = 0, 5, 20
 PRESENT_VALUE = 85
 OBJECT, PROPERTY = 1, 2  # error classes
 WRITE_ACCESS_DENIED, VALUE_OUT_OF_RANGE, INVALID_DATA_TYPE = 40, 37, 9
@@ -59,8 +59,9 @@ MEASURES = (
     "period_consumption",
     "previous_period_consumption",
 )
-# the objects of one channel: an analog input per measure, and the reset binary-value
-PER_CHANNEL = len(MEASURES) + 1
+# the objects of one channel: an analog input per measure, the reset binary-value and the two
+# trend logs
+PER_CHANNEL = len(MEASURES) + 1 + 2
 KWH, KW, GAL, GPM, NO_UNITS = 19, 48, 83, 89, 95  # BACnetEngineeringUnits
 UNITS = {
     "e": [KWH, KW, KW, KW, KW, NO_UNITS, KWH, KWH],
@@ -147,11 +148,12 @@ async def test_the_device_object_describes_the_gateway(tmp_path: Path) -> None:
         services = bits(await r.read(device, "protocol-services-supported"))
         # 21 BACnetServicesSupported: confirmed-COV-notification 1, subscribe-COV 5, RP 12,
         # RPM 14, WP 15, WPM 16, I-Am 26, I-Have 27, unconfirmed-COV-notification 28,
-        # Who-Has 33, Who-Is 34
-        offered = {1, 5, 12, 14, 15, 16, 26, 27, 28, 33, 34}
+        # Who-Has 33, Who-Is 34, ReadRange 35
+        offered = {1, 5, 12, 14, 15, 16, 26, 27, 28, 33, 34, 35}
         assert {i for i, bit in enumerate(services) if bit == "1"} == offered
         types = bits(await r.read(device, "protocol-object-types-supported"))
-        assert {i for i, bit in enumerate(types) if bit == "1"} == {0, 5, 8, 56}
+        # analog-input 0, binary-value 5, device 8, trend-log 20, network-port 56
+        assert {i for i, bit in enumerate(types) if bit == "1"} == {0, 5, 8, 20, 56}
         assert await r.read("device,4194303", "object-name") == "Test Gateway"  # wildcard
 
 
@@ -187,7 +189,8 @@ async def test_read_property_multiple_of_every_object_in_chunks(tmp_path: Path) 
         objects = await asyncio.wait_for(
             r.client.get_object_list(r.address, 1001, timeout=WAIT_S), WAIT_S
         )
-        assert len(objects) == 1 + 1 + PER_CHANNEL * 2 + 1  # device, network port, channels, reset_all
+        # device, network port, channels, reset_all
+        assert len(objects) == 1 + 1 + PER_CHANNEL * 2 + 1
         names = {}
         for start in range(0, len(objects), 6):
             chunk = objects[start : start + 6]
@@ -685,12 +688,12 @@ async def test_malformed_and_truncated_packets_leave_the_server_serving(tmp_path
 
 @pytest.mark.asyncio
 async def test_services_not_offered_are_rejected(tmp_path: Path) -> None:
-    """ReadRange is not offered: it answers Reject, and the server goes on."""
+    """ReinitializeDevice is not offered: it answers Reject, and the server goes on."""
     async with rig(tmp_path) as r:
         raw = Raw(r.server.port)
         try:
-            body = b"\x0c" + struct.pack(">I", AI << 22 | 101) + b"\x19\x55"
-            assert (await raw.ask(confirmed(26, body))).kind == "reject"  # ReadRange
+            body = b"\x09\x00"  # [0] reinitialized-state-of-device coldstart
+            assert (await raw.ask(confirmed(20, body))).kind == "reject"  # ReinitializeDevice
             assert (await raw.ask(read_property(AI, 101, PRESENT_VALUE))).kind == "complex-ack"
         finally:
             raw.close()
@@ -792,11 +795,37 @@ async def test_stamped_objects_read_like_constructed_ones(tmp_path: Path) -> Non
 
     from gateway.bacnet.objects import ChannelInput, ResetValue
     from gateway.bacnet.points import channel_points
+    from gateway.bacnet.trendlog import TrendLog
 
     async with rig(tmp_path) as r:
         link = r.server.links["e"]
         config = link.config
         for point in channel_points(config):
+            if point.object_type == "trend-log":
+                assert point.measure is not None
+                stamped = link.trends[point.measure]
+                built = TrendLog(
+                    objectIdentifier=(point.object_type, point.instance),
+                    objectName=point.name,
+                    description=point.description,
+                    eventState="normal",
+                    enable=True,
+                    stopWhenFull=False,
+                    bufferSize=stamped.bufferSize,
+                    loggingType="polled",
+                    logInterval=stamped.logInterval,
+                    alignIntervals=True,
+                    intervalOffset=0,
+                    logDeviceObjectProperty=stamped.logDeviceObjectProperty,
+                )
+                for key in ("_measure", "_logs", "_link"):
+                    built.__dict__[key] = stamped.__dict__[key]
+                for name in type(stamped)._elements:
+                    if name == "logBuffer":  # ReadRange only: both refuse the same way
+                        continue
+                    answers = [await answer(obj, name) for obj in (stamped, built)]
+                    assert answers[0] == answers[1], (point.name, name)
+                continue
             stamped = link.inputs[point.measure] if point.measure else link.reset
             common = {
                 "objectIdentifier": (point.object_type, point.instance),
@@ -840,6 +869,9 @@ async def test_the_fast_path_lookup_encodes_exactly_what_bacpypes3_would(tmp_pat
         for link in r.server.links.values():
             for obj in link.objects():
                 objid = obj.objectIdentifier
+                if int(objid[0]) == TREND_LOG:  # bacpypes3's to answer, never the fast path's
+                    assert r.server.lookup(int(objid[0]), int(objid[1]), 77, None) is None
+                    continue
                 for number, name in properties.items():
                     mine = r.server.lookup(int(objid[0]), int(objid[1]), number, None)
                     if name in ("units", "covIncrement") and int(objid[0]) == BV:

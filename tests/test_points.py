@@ -17,7 +17,8 @@ from tests.helpers import DEMO_CONFIG
 
 
 def test_points_lists_the_object_map_of_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
-    """Device, reset_all, then per channel eight analog inputs at base+1..+8 and its reset."""
+    """Device, reset_all, then per channel eight analog inputs at base+1..+8, its reset and its
+    two trend logs."""
     assert main(["points", "-c", str(DEMO_CONFIG)]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["name"] for r in rows[:2]] == ["Pulse Gateway Demo", "reset_all"]
@@ -32,6 +33,8 @@ def test_points_lists_the_object_map_of_the_demo(capsys: pytest.CaptureFixture[s
         ("analog-input", "207", "cubic-feet"),
         ("analog-input", "208", "cubic-feet"),
         ("binary-value", "201", ""),
+        ("trend-log", "201", "cubic-feet"),
+        ("trend-log", "202", "cubic-feet-per-minute"),
     }
     assert {r["name"] for r in rows if r["writable"] == "yes"} == {
         "reset_all",

@@ -22,7 +22,9 @@ Each fix is described, with the bacpypes3 code it works around, in docs/design/b
   application for ``get_active_cov_subscriptions``, which 0.0.110 does not have, so the list
   always read empty. It is built here from the live subscriptions, with each one's time
   remaining.
-- **ReadRange** is not offered: no object of the gateway has a list property worth ranging.
+- **ReadRange** raised NotImplementedError in 0.0.110. ``do_ReadRangeRequest`` serves the
+  trend logs' log-buffer (``trendlog.py``, ``readrange.py``), sized to the client's max-APDU
+  with ``segmentation``'s arithmetic; every other request gets its Error or Reject.
 - **Invoke IDs per peer.** 0.0.110 numbers the confirmed requests it sends (COV notifications)
   from one counter for all destinations, so with several subscribers each one saw an ID come
   back after 256 notifications *in total*: at 40 notifications/s within 6.4 s, inside the
@@ -37,18 +39,21 @@ Each fix is described, with the bacpypes3 code it works around, in docs/design/b
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from bacpypes3.apdu import (
     APDU,
+    ComplexAckPDU,
     ConfirmedRequestPDU,
     ReadPropertyMultipleRequest,
     ReadPropertyRequest,
+    ReadRangeRequest,
     SimpleAckPDU,
     SubscribeCOVRequest,
     WritePropertyMultipleError,
     WritePropertyMultipleRequest,
     WritePropertyRequest,
+    decode_max_segments_accepted,
 )
 from bacpypes3.app import Application
 from bacpypes3.basetypes import (
@@ -60,27 +65,62 @@ from bacpypes3.basetypes import (
     Recipient,
     RecipientProcess,
 )
-from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
-from bacpypes3.primitivedata import ObjectType
+from bacpypes3.constructeddata import List
+from bacpypes3.errors import (
+    ExecutionError,
+    MissingRequiredParameter,
+    ObjectError,
+    ParameterOutOfRange,
+    PropertyError,
+    ServicesError,
+)
+from bacpypes3.primitivedata import ObjectType, PropertyIdentifier
 
 from gateway.bacnet import segmentation
 from gateway.bacnet.objects import ResetValue
+from gateway.bacnet.trendlog import TrendLog, reference_time
 
 if TYPE_CHECKING:
     from gateway.bacnet.resets import ResetWrites
 
+# max-segments "unspecified" or more than 64 (20.1.2.4): answer at most this many segments
+UNSPECIFIED_SEGMENTS = 32
+COUNT_LIMIT = 2**15  # Count is an INTEGER16 (15.8.1.1.4.1): |count| < 2^15
 WILDCARD_INSTANCE = 4194303  # 135 12.11.1: "any device" in Device object identifiers
 MAX_SUBSCRIPTIONS = 65_536  # enough for two BMSes subscribing to every object of 2,000 channels
+
+
+def _range(apdu: ReadRangeRequest) -> tuple[str, Any, int]:
+    """(form, reference, count) of a ReadRange's range; Reject parameter-out-of-range for a
+    count of 0 or beyond INTEGER16, a position 0, or a time with unspecified fields."""
+    chosen = apdu.range
+    if chosen is None:
+        return "all", None, 1
+    for form, name, field in (
+        ("position", "byPosition", "referenceIndex"),
+        ("sequence", "bySequenceNumber", "referenceSequenceNumber"),
+        ("time", "byTime", "referenceTime"),
+    ):
+        value = getattr(chosen, name, None)
+        if value is None:
+            continue
+        count = int(value.count)
+        if count == 0 or not -COUNT_LIMIT <= count < COUNT_LIMIT:
+            raise ParameterOutOfRange("count must be a non-zero INTEGER16")
+        reference = getattr(value, field)
+        if form == "time":
+            return form, reference_time(reference), count
+        reference = int(reference)
+        if form == "position" and reference < 1:
+            raise ParameterOutOfRange("positions start at 1")
+        return form, reference, count
+    raise MissingRequiredParameter("range")
 
 
 class GatewayApplication(Application):
     """bacpypes3's Application with the gateway's fixes and write routing (module docstring)."""
 
     resets: ResetWrites | None = None  # set by BacnetServer before the socket is bound
-
-    # Application.indication looks the handler up with getattr(); None means "not served",
-    # which answers Reject unrecognized-service
-    do_ReadRangeRequest: ClassVar[Any] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         segmentation.install()  # before any request: every server transaction is the subclass
@@ -128,6 +168,46 @@ class GatewayApplication(Application):
             if self.subscription_count() >= MAX_SUBSCRIPTIONS and not self._renewal(apdu):
                 raise ExecutionError("resources", "noSpaceToAddListElement")
         await super().do_SubscribeCOVRequest(apdu)
+
+    async def do_ReadRangeRequest(self, apdu: ReadRangeRequest) -> None:
+        """ReadRange (15.8): a trend log's log-buffer, from the interval records.
+
+        bacpypes3 0.0.110's handler raises NotImplementedError (answered operational-problem);
+        this one replaces it at the same name, which ``Application.indication`` looks up.
+        The answer is built as bytes (``readrange.py``) and sent as a ComplexACK, so the
+        reply-size rules of ``segmentation.GatewayServerSSM`` apply to it like to any other.
+        """
+        objid = self._resolve(apdu.objectIdentifier)
+        obj = self.get_object_id(objid)
+        if obj is None:
+            raise ObjectError("unknownObject")
+        prop = apdu.propertyIdentifier
+        if not isinstance(obj, TrendLog) or prop != PropertyIdentifier.logBuffer:
+            datatype = obj.get_property_type(prop)
+            if datatype is None or getattr(obj, obj._property_identifier_class(prop).attr) is None:
+                raise PropertyError("unknownProperty")
+            # no other property of the gateway's objects is served by ReadRange: the lists
+            # (the Device's active-cov-subscriptions...) are read whole with ReadProperty
+            if isinstance(datatype, type) and issubclass(datatype, List):
+                raise ServicesError("serviceRequestDenied")
+            raise PropertyError("propertyIsNotAList")
+        if apdu.propertyArrayIndex is not None:
+            raise PropertyError("propertyIsNotAnArray")
+        form, reference, count = _range(apdu)
+        limit = segmentation.client_limit(apdu.apduMaxResp, self._own_max_apdu())
+        segments = 1
+        if apdu.apduSA:
+            segments = decode_max_segments_accepted(apdu.apduMaxSegs) or UNSPECIFIED_SEGMENTS
+        capacity = segmentation.capacity(limit, segments)
+        data = obj._logs.read_range(obj, form, reference, count, capacity)
+        answer = ComplexAckPDU(context=apdu)
+        answer.pduData = bytearray(data)
+        await self.response(answer)
+
+    def _own_max_apdu(self) -> int | None:
+        device = self.device_object
+        value = None if device is None else device.__dict__.get("maxApduLengthAccepted")
+        return None if value is None else int(value)
 
     def subscription_count(self) -> int:
         """Active COV subscriptions on all objects."""

@@ -100,13 +100,14 @@ class ChannelLink:
     nothing needs re-pointing; no such channel shows as a configuration-error fault.
     """
 
-    __slots__ = ("_channels", "config", "inputs", "reset")
+    __slots__ = ("_channels", "config", "inputs", "reset", "trends")
 
     def __init__(self, config: ChannelConfig, channels: Mapping[str, Channel]) -> None:
         self.config = config
         self._channels = channels
         self.inputs: dict[Measure, ChannelInput] = {}
         self.reset: ResetValue | None = None
+        self.trends: dict[Measure, Any] = {}  # the trend logs (gateway.bacnet.trendlog)
 
     @property
     def channel(self) -> Channel | None:
@@ -123,10 +124,11 @@ class ChannelLink:
         return NO_FAULT
 
     def objects(self) -> list[Any]:
-        """Every object of this channel (analog inputs, then the reset binary-value)."""
+        """Every object of this channel (analog inputs, the reset binary-value, trend logs)."""
         found: list[Any] = list(self.inputs.values())
         if self.reset is not None:
             found.append(self.reset)
+        found.extend(self.trends.values())
         return found
 
 
@@ -239,16 +241,17 @@ class ResetValue(LiveStatus, GatewayObject, BinaryValueObject):
         return 0.0
 
 
-# 12.11.32 / 12.11.33: what this device executes (RP, RPM, WP, WPM, SubscribeCOV, Who-Is,
-# Who-Has) and initiates (I-Am, I-Have, COV notifications). bacpypes3 0.0.110 derives the bits
-# from its do_* methods, which also counts client-side handlers and maps unconfirmed services
-# through the confirmed enumeration; a fixed list is exact.
+# 12.11.32 / 12.11.33: what this device executes (RP, RPM, WP, WPM, SubscribeCOV, ReadRange,
+# Who-Is, Who-Has) and initiates (I-Am, I-Have, COV notifications). bacpypes3 0.0.110 derives
+# the bits from its do_* methods, which also counts client-side handlers and maps unconfirmed
+# services through the confirmed enumeration; a fixed list is exact.
 SERVICES = (
     "readProperty",
     "readPropertyMultiple",
     "writeProperty",
     "writePropertyMultiple",
     "subscribeCOV",
+    "readRange",
     "confirmedCOVNotification",
     "unconfirmedCOVNotification",
     "iAm",
@@ -256,7 +259,7 @@ SERVICES = (
     "whoHas",
     "whoIs",
 )
-OBJECT_TYPES = ("device", "analogInput", "binaryValue", "networkPort")
+OBJECT_TYPES = ("device", "analogInput", "binaryValue", "networkPort", "trendLog")
 
 
 def _services_supported() -> ServicesSupported:

@@ -11,6 +11,8 @@ config loader resolves it into ``ChannelConfig.bacnet_instance_base``):
                                   .previous_peak_demand, .cumulative_demand, .reset_count,
                                   .period_consumption, .previous_period_consumption
     binary-value base+1           {id}.reset     write active = reset this channel
+    trend-log base+1, base+2      {id}.consumption_log, {id}.demand_log: the interval records
+                                  (unless the channel says ``trend_log: false``)
     binary-value 1                reset_all      write active = reset every channel at one instant
 
 Units come from the fixed table of docs/reference/demand-rules.md (``gateway.core.units``): the
@@ -74,15 +76,26 @@ _CONSUMPTIONS = (
 class Point:
     """One BACnet object of the gateway, as an integrator sees it."""
 
-    object_type: str  # "analog-input" or "binary-value"
+    object_type: str  # "analog-input", "binary-value" or "trend-log"
     instance: int
     name: str
-    units: str  # BACnet engineering unit, hyphenated ("kilowatt-hours"); "" for binary values
+    # BACnet engineering unit, hyphenated ("kilowatt-hours"); "" for binary values; a trend
+    # log's: the unit of its records
+    units: str
     writable: bool  # only the reset objects' present-value
     description: str
     channel: str | None  # None for reset_all
-    measure: Measure | None  # None for the reset objects
+    measure: Measure | None  # None for the reset objects; a trend log's: what it logs
     cov_increment: float | None = None  # analog inputs only; 0 = notify on any change
+    interval: int | None = None  # trend logs only: the channel's interval in µs
+
+
+# Trend logs (docs/reference/bacnet.md, "Trend logs"): the instance offset, the object-name
+# suffix and what each record of the log holds; the logged analog input has the same offset.
+TREND_LOGS = {
+    Measure.CONSUMPTION: ("consumption_log", "the consumption reading at each interval end"),
+    Measure.DEMAND: ("demand_log", "the average demand over each interval"),
+}
 
 
 def channel_points(channel: ChannelConfig) -> list[Point]:
@@ -127,6 +140,22 @@ def channel_points(channel: ChannelConfig) -> list[Point]:
             measure=None,
         )
     )
+    if channel.trend_log:
+        for measure, (suffix, what) in TREND_LOGS.items():
+            units = unit.consumption if measure is Measure.CONSUMPTION else unit.demand
+            points.append(
+                Point(
+                    object_type="trend-log",
+                    instance=base + measure,
+                    name=f"{channel.id}.{suffix}",
+                    units=units,
+                    writable=False,
+                    description=f"{channel.id}: interval records, {what}",
+                    channel=channel.id,
+                    measure=measure,
+                    interval=channel.interval,
+                )
+            )
     return points
 
 

@@ -48,6 +48,8 @@ __all__ = [
     "SEGMENTED_HEADER",
     "UNSEGMENTED_HEADER",
     "GatewayServerSSM",
+    "capacity",
+    "client_limit",
     "install",
     "plan",
 ]
@@ -57,6 +59,25 @@ SEGMENTED_HEADER = 5  # ... plus sequence number and proposed window size
 SMALLEST_MAX_APDU = 50  # for a reserved max-APDU code (6-15): never send more than any client takes
 
 _SENDS_SEGMENTS = (Segmentation.segmentedTransmit, Segmentation.segmentedBoth)
+
+
+def client_limit(max_resp_code: int, own: int | None) -> int:
+    """The APDU limit of a request's client: its declared max-APDU (20.1.2.5), bounded by this
+    device's own; a reserved code counts as the smallest limit there is."""
+    try:
+        declared = decode_max_apdu_length_accepted(max_resp_code)
+    except (ValueError, IndexError, TypeError):
+        declared = None
+    return min(declared or SMALLEST_MAX_APDU, own or declared or SMALLEST_MAX_APDU)
+
+
+def capacity(limit: int, segments: int) -> int:
+    """The most service-data octets :func:`plan` sends in at most ``segments`` APDUs of
+    ``limit`` octets: what a service that chooses how much to answer (ReadRange) may fill."""
+    whole = limit - UNSEGMENTED_HEADER
+    if segments <= 1:
+        return whole
+    return max(whole, segments * (limit - SEGMENTED_HEADER))
 
 
 def plan(data_length: int, limit: int) -> tuple[int, int]:
@@ -81,9 +102,7 @@ class GatewayServerSSM(appservice.ServerSSM):
     async def idle(self, apdu: Any) -> None:
         # Before bacpypes3 replaces maxApduLengthAccepted (this device's, until now) with the
         # client's, possibly from its cache: the request may come back answered inside idle().
-        declared = decode_max_apdu_length_accepted(apdu.apduMaxResp)
-        own = self.maxApduLengthAccepted or declared or SMALLEST_MAX_APDU
-        self.request_limit = min(declared or SMALLEST_MAX_APDU, own)
+        self.request_limit = client_limit(apdu.apduMaxResp, self.maxApduLengthAccepted)
         await super().idle(apdu)
 
     async def confirmation(self, apdu: Any) -> None:

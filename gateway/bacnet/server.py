@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bacpypes3.basetypes import HostNPort, IPMode
@@ -64,11 +65,19 @@ from gateway.bacnet.startup import (
     probe,
     route_stack_logging,
 )
+from gateway.bacnet.trendlog import (
+    TrendLog,
+    TrendLogs,
+    open_trend_logs,
+    stamp_trend_log,
+    trend_log_template,
+    update_trend_log,
+)
 from gateway.logging import get_logger
 
 if TYPE_CHECKING:
     from gateway.config import BacnetSettings, ChannelConfig
-    from gateway.core import Channel, ResetOutcome
+    from gateway.core import Channel, ResetOutcome, Span
 
 log = get_logger("bacnet")
 
@@ -137,6 +146,8 @@ class BacnetServer:
         *,
         version: str,
         fast_path: bool = True,
+        database: Path | None = None,
+        retention: Span | None = None,
     ) -> None:
         self.view = view
         self.settings = settings
@@ -155,6 +166,12 @@ class BacnetServer:
         self.lookup = FastLookup()
         self.fast_path: FastPath | None = None
         self._use_fast_path = fast_path
+        # the trend logs read the interval records from this database (the view's store's when
+        # not given) and size their buffers by this retention (the view's config's)
+        self._database = database
+        self._retention = retention
+        self.trend_logs = TrendLogs(None)
+        self._trend_template: dict[str, Any] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -166,6 +183,8 @@ class BacnetServer:
         route_stack_logging()
         self._loop = asyncio.get_running_loop()
         self._factory = ObjectFactory()
+        self._trend_template = trend_log_template()
+        self.trend_logs = open_trend_logs(self.view, self._database, self._retention)
         self.device = self._device()
         app = GatewayApplication.from_object_list([self.device])
         self.app = app
@@ -179,6 +198,7 @@ class BacnetServer:
         except BaseException:
             app.close()
             self.app = None
+            self.trend_logs.close()
             raise
         app.i_am()
         self._sweeper = asyncio.create_task(self._sweep(), name="bacnet-cov-sweep")
@@ -211,6 +231,7 @@ class BacnetServer:
                 app.cancel_subscription(cov)
         app.close()
         self.app = None
+        self.trend_logs.close()
         await asyncio.sleep(0)
         log.info("bacnet_stopped")
 
@@ -304,10 +325,16 @@ class BacnetServer:
         self.app.objectIdentifier[objid] = obj
         self.app.objectName[name] = obj
         obj._app = self.app
-        self.lookup.add(obj)
+        if not isinstance(obj, TrendLog):  # the fast path knows the channels' values only
+            self.lookup.add(obj)
 
     def _build(self, point: Point, link: ChannelLink) -> Any:
         assert self._factory is not None
+        if point.object_type == "trend-log":
+            assert point.measure is not None and self._trend_template is not None
+            trend = stamp_trend_log(self._trend_template, point, link, self.trend_logs)
+            link.trends[point.measure] = trend
+            return trend
         if point.measure is None:
             obj = self._factory.reset_value(point, link)
             link.reset = obj
@@ -350,6 +377,38 @@ class BacnetServer:
                 self.lookup.remove(obj)
         self.links.pop(link.config.id, None)
 
+    def _follow_trend_logs(self, link: ChannelLink, config: ChannelConfig) -> int:
+        """Apply a reload to a channel's trend logs: added or removed with ``trend_log``, else
+        updated in place (interval, buffer size, description). The objects added or removed."""
+        assert self.app is not None
+        wanted = {
+            p.measure: p
+            for p in channel_points(config)
+            if p.object_type == "trend-log" and p.measure is not None
+        }
+        changed = 0
+        for measure, trend in list(link.trends.items()):
+            if measure not in wanted:
+                objid, name = identity(trend)
+                if self.app.objectIdentifier.get(objid) is trend:
+                    del self.app.objectIdentifier[objid]
+                    del self.app.objectName[name]
+                    trend._app = None
+                del link.trends[measure]
+                changed += 1
+        for measure, point in wanted.items():
+            trend = link.trends.get(measure)
+            if trend is not None:
+                update_trend_log(trend, point, link)
+                continue
+            try:
+                self._add(self._build(point, link))
+                changed += 1
+            except BacnetError as exc:
+                link.trends.pop(measure, None)
+                log.error("bacnet_trend_log_not_published", channel=config.id, problem=str(exc))
+        return changed
+
     async def reconfigure(self, channels: Sequence[ChannelConfig]) -> None:
         """Follow a reload: add, remove or rebuild channel objects; keep the unchanged ones.
 
@@ -361,7 +420,7 @@ class BacnetServer:
             self._channels = list(channels)
             return
         wanted = {config.id: config for config in channels}
-        removed = 0
+        removed = added = trend_logs = 0
         for channel_id, link in list(self.links.items()):
             config = wanted.get(channel_id)
             if config is None or config.bacnet_instance_base != link.config.bacnet_instance_base:
@@ -373,9 +432,9 @@ class BacnetServer:
                 link.config = config
                 assert self._factory is not None
                 for point in channel_points(config):
-                    if point.measure is not None:
+                    if point.object_type == "analog-input" and point.measure is not None:
                         self._factory.update_input(link.inputs[point.measure], point)
-        added = 0
+                trend_logs += self._follow_trend_logs(link, config)
         for config in channels:
             if config.id in self.links:
                 continue
@@ -385,7 +444,7 @@ class BacnetServer:
                 self._remove(self.links[config.id])
                 log.error("bacnet_channel_not_published", channel=config.id, problem=str(exc))
         self._channels = list(channels)
-        if (added or removed) and self.device is not None:
+        if (added or removed or trend_logs) and self.device is not None:
             # 12.11.35: Database_Revision changes when objects are created or deleted
             self.device.databaseRevision = int(self.device.databaseRevision or 0) + 1
         log.info("bacnet_reconfigured", added=added, removed=removed, objects=self.object_count)
