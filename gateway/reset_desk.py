@@ -212,6 +212,9 @@ class ResetDesk:
         for verdict in verdicts:
             if verdict.status == "broken":
                 log.error("checksum_broken", channel=verdict.channel, detail=verdict.line())
+        for channel_id in self.engine.channels:
+            if channel_id not in self.status.checksums:  # new, nothing saved yet: no resets
+                self._judge(channel_id)
 
     def _judge(self, channel_id: str) -> None:
         """One channel's verdict against its live totals, after a reset was recorded."""

@@ -115,7 +115,7 @@ class Page:
 
 
 @asynccontextmanager
-async def browser(profile: Path, headers: dict[str, str]) -> AsyncIterator[Page]:
+async def browser(profile: Path, headers: dict[str, str], width: int = 1400) -> AsyncIterator[Page]:
     """Headless Chromium with one tab that sends ``headers`` with every request."""
     port = free_port()
     command = [
@@ -129,7 +129,7 @@ async def browser(profile: Path, headers: dict[str, str]) -> AsyncIterator[Page]
         "--disable-extensions",
         "--disable-background-networking",
         "--disable-sync",
-        "--window-size=1400,1000",
+        f"--window-size={width},1000",
         "about:blank",
     ]
     if os.geteuid() == 0:
@@ -157,7 +157,7 @@ async def browser(profile: Path, headers: dict[str, str]) -> AsyncIterator[Page]
                 await page.send("Network.setExtraHTTPHeaders", headers=headers)
                 await page.send(
                     "Emulation.setDeviceMetricsOverride",
-                    width=1400,
+                    width=width,
                     height=1000,
                     deviceScaleFactor=1,
                     mobile=False,
@@ -349,3 +349,46 @@ async def test_the_status_page_at_2000_channels(tmp_path: Path) -> None:
     assert rows == 2000
     assert updated >= 0, "the last row never changed"
     assert (count, visible) == ("10 of 2000", 10)
+
+
+@pytest.mark.asyncio
+async def test_the_bundled_demo_in_a_browser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a person sees first: `pulse-gateway run` with no config (the demo's four meters),
+    its status page live in a browser, every channel shown as the API has it; screenshots of
+    the status page and the electric channel's page."""
+    chromium_path()
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the demo's state dir
+    with Daemon(None, cwd=tmp_path).ready() as daemon:
+        base = f"http://127.0.0.1:{daemon.metrics_port}"
+        async with (
+            browser(tmp_path / "profile", {}, width=1920) as page,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        ):
+            await page.goto(base + "/")
+            await page.until("document.getElementById('live').className === 'live on'", "live")
+            cell = 'document.querySelector(\'tr[data-id="electric"] td[data-k="consumption"]\')'
+            first = await page.evaluate(f"{cell}.textContent")
+            await page.until(f"{cell}.textContent !== {json.dumps(first)}", "a live update")
+            shown = await page.evaluate(ROWS_JS)
+            status = await fetch(http, base + "/api/v1/status")
+            await page.screenshot("demo-status-page.png")
+            await page.goto(base + "/channels/electric")
+            assert await page.evaluate("!!document.querySelector('svg.chart')")
+            title = await page.evaluate("document.querySelector('h1').textContent")
+            await page.screenshot("demo-channel-page.png")
+
+    demo = ["electric", "gas", "water", "steam"]
+    assert list(shown) == demo
+    api = {c["id"]: c for c in status["channels"]}
+    assert list(api) == demo
+    for channel in demo:
+        assert shown[channel]["unit"] == show(KINDS["unit"], api[channel]["unit"], "")
+        assert shown[channel]["online"] == "online"
+        # the page polled before the API answered: counts only grow in between
+        assert float(shown[channel]["consumption"]) <= api[channel]["consumption"] + 0.0005
+    assert float(shown["electric"]["consumption"]) > 0
+    assert "electric" in title
+    assert (ARTIFACTS / "demo-status-page.png").stat().st_size > 10_000
+    assert (ARTIFACTS / "demo-channel-page.png").stat().st_size > 10_000
