@@ -957,7 +957,7 @@ def test_a_bom_and_an_unreadable_file_are_handled(tmp_path: Path) -> None:
 def test_summary_lists_the_gateway_sources_and_channels() -> None:
     """check prints counts, the BACnet device and one line per source and channel."""
     assert parse_config(VALID, "site.yaml", purpose="run").summary().splitlines() == [
-        "OK site.yaml: 3 channels, 3 sources, 30 BACnet objects (device 7 at 127.0.0.1/8:47808)",
+        "OK site.yaml: 3 channels, 3 sources, 36 BACnet objects (device 7 at 127.0.0.1/8:47808)",
         f"  gateway 'test-site': state in {Path.cwd() / 'state'}, timezone UTC, "
         "http at 127.0.0.1:9842",
         "  bacnet 'pulse-gateway 7': resets allowed from 127.0.0.0/8",
@@ -1016,7 +1016,7 @@ def test_summary_of_a_replay_config_has_channels_only() -> None:
 def test_the_bacnet_object_count_follows_the_channel_count() -> None:
     """1 device + 7 objects per channel + reset_all."""
     config = parse_config(VALID, purpose="run")
-    assert config.bacnet_object_count == 1 + 3 * 9 + 1 + 1  # + the network-port object
+    assert config.bacnet_object_count == 1 + 3 * (8 + 1 + 2) + 1 + 1  # AIs, reset, trend logs  # + the network-port object
 
 
 @settings(max_examples=300, deadline=None)
