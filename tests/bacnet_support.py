@@ -119,12 +119,16 @@ async def rig(
     channels: str = CHANNELS,
     fast_path: bool = True,
     timezone: str | None = None,
+    wall_us: int | None = None,
     **settings: Any,
 ) -> AsyncIterator[Rig]:
     """A real Gateway on fake clocks, a BacnetServer over it, and a connected bac-py client.
 
-    State in ``tmp_path / "state"``; ``timezone`` sets ``gateway.timezone``."""
+    State in ``tmp_path / "state"``; ``timezone`` sets ``gateway.timezone``, ``wall_us`` the
+    fake wall clock's start."""
     clocks = FakeClocks()
+    if wall_us is not None:
+        clocks.wall_us = wall_us
     path = write_config(tmp_path, channels=channels)
     if timezone is not None:
         text = path.read_text().replace(

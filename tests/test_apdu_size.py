@@ -14,6 +14,7 @@ channel objects' common properties, bacpypes3 for the rest (the Device, anything
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import struct
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -442,3 +443,90 @@ async def test_an_unacknowledged_first_segment_is_sent_again(
         repeated = await client.ask(wire, server, 206, lose_first_ack=True)
         assert repeated.kind == "segmented" and repeated.data == normal.data
         assert len(repeated.apdus) == len(normal.apdus) + 1
+
+
+# --------------------------------------------------------------------------------------------
+# ReadRange: the server chooses how many records, so the answer fits
+# --------------------------------------------------------------------------------------------
+
+TREND_LOG, LOG_BUFFER, READ_RANGE = 20, 131, 26
+
+
+def read_range_by_sequence(instance: int, reference: int, count: int) -> tuple[int, bytes]:
+    """ReadRange-Request (15.8.1.1): [0] object, [1] log-buffer, [6] by sequence number."""
+    signed = count.to_bytes(2, "big", signed=True)
+    body = (
+        b"\x0c"
+        + oid(TREND_LOG, instance)
+        + ctx_unsigned(1, LOG_BUFFER)
+        + b"\x6e"
+        + bytes((0x20 | len(reference.to_bytes(2, "big")),))
+        + reference.to_bytes(2, "big")
+        + b"\x32"
+        + signed
+        + b"\x6f"
+    )
+    return READ_RANGE, body
+
+
+def range_ack(data: bytes, instance: int) -> tuple[int, int, int | None]:
+    """(result flags as 3 bits first/last/more, item count, first-sequence-number) of a
+    ReadRange-ACK (15.8.1.2) for trend-log ``instance``'s log-buffer."""
+    head = b"\x0c" + oid(TREND_LOG, instance) + b"\x19\x83\x3a\x05"
+    assert data.startswith(head), data[:16].hex()
+    flags = data[len(head)] >> 5
+    assert data[len(head) + 1] == 0x49  # [4] item count, one octet here
+    count = data[len(head) + 2]
+    assert data[len(head) + 3] == 0x5E
+    items_end = len(head) + 4 + 22 * count
+    assert data[items_end] == 0x5F
+    tail = data[items_end + 1 :]
+    first = int.from_bytes(tail[1:], "big") if tail else None
+    return flags, count, first
+
+
+async def test_read_range_answers_as_many_records_as_fit(tmp_path: Path, client: RawClient) -> None:
+    """300 records asked of a 300-record log: without SA each max-APDU gets the records that
+    fit whole (worked out below) and more-items; with SA and 4 segments of 480, 85 records."""
+    from gateway.core import IntervalRecord
+    from gateway.store import Store
+    from gateway.store_intervals import IntervalLog
+
+    state = tmp_path / "state"
+    state.mkdir()
+    Store.open(state).close()
+    conn = sqlite3.connect(state / "gateway.db")
+    with conn:
+        step = 15 * 60 * 1_000_000
+        start = 1_735_689_600_000_000  # 2025-01-01T00:00Z
+        IntervalLog._save_intervals(
+            conn,
+            [
+                IntervalRecord(
+                    "c0", start + k * step, start + (k - 1) * step, 1, 0.5, 2.0, False, k, 0.5 * k
+                )
+                for k in range(1, 301)
+            ],
+        )
+    conn.close()
+    # Service data: 17 octets (object id 5, log-buffer 2, flags 3, item data open and close 2,
+    # first-sequence-number counted as 5) + 2 (item count) + 22 per record, within limit - 3
+    fits = {50: 1, 128: 4, 206: 8, 480: 20, 1024: 45, 1476: 66}
+    async with rig(tmp_path, channels=many_channels(1)) as r:
+        server = ("127.0.0.1", r.server.port)
+        for limit, records in fits.items():
+            wire = confirmed(read_range_by_sequence(101, 1, 300), limit=limit, sa=False)
+            reply = await client.ask(wire, server, limit)
+            assert reply.kind == "whole", (limit, reply)
+            assert range_ack(reply.data, 101) == (0b101, records, 1), limit  # first, more
+        # backwards from the newest: the records nearest the reference
+        wire = confirmed(read_range_by_sequence(101, 300, -100), limit=206, sa=False)
+        reply = await client.ask(wire, server, 206)
+        assert range_ack(reply.data, 101) == (0b011, 8, 293)  # last, more
+        # 4 segments of 480 (max-segments code 2): (4 x 475 - 19) // 22 = 85 records
+        wire = confirmed(
+            read_range_by_sequence(101, 1, 300), limit=480, sa=True, max_segments_code=2
+        )
+        reply = await client.ask(wire, server, 480)
+        assert reply.kind == "segmented" and reply.segments <= 4, reply.kind
+        assert range_ack(reply.data, 101) == (0b101, 85, 1)

@@ -297,3 +297,101 @@ async def test_bad_readrange_requests_get_an_error_or_a_reject(tmp_path: Path) -
         assert await reject(RangeByPosition(0, 5)) == RejectReason.PARAMETER_OUT_OF_RANGE
         # the server still answers after all that
         assert (await read_range(r, 101, RangeByPosition(1, 1))).item_count == 1
+
+
+async def test_a_replayed_history_is_the_state_a_new_gateway_starts_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``replay --db`` into the state directory, then a gateway on it: the replayed records are
+    in the trend logs (numbered from 1), in the export, and the gateway goes on from there."""
+    from gateway.cli import main
+
+    case = Path(__file__).parent / "golden" / "shared-replay-edges"
+    state = tmp_path / "state"
+    state.mkdir()
+    db = state / "gateway.db"
+    argv = ["replay", "-c", str(case / "config.yaml"), str(case / "events.csv"), "--db", str(db)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    channels = (
+        "  - {id: main, unit: kWh, scale_factor: 0.5, demand_window: 10min, demand_slide: 5min,\n"
+        "     initial_reading: 1000, reset_lockout: 15min,\n"
+        "     source: {id: sim, rate: 0.001, mode: constant}}\n"
+    )
+    # the gateway starts two hours after the log's end: an outage, as after any stop
+    async with rig(tmp_path, channels=channels, wall_us=at("2026-03-01 03:00")) as r:
+        assert await r.read("trend-log,101", "record-count") == 3
+        assert await r.read("trend-log,101", "total-record-count") == 3
+        ack = await read_range(r, 101, RangeBySequenceNumber(1, 10))
+        # worked by hand in tests/test_replay_cli.py: 12.5, 1.5 and 23 kWh from 1000 kWh
+        assert decode_records(ack.item_data) == [
+            ("2026-03-01 00:15", 1012.5, False),
+            ("2026-03-01 00:30", 1014.0, True),
+            ("2026-03-01 00:45", 1037.0, True),
+        ]
+        assert flags(ack) == (True, True, False) and ack.first_sequence_number == 1
+        demand = await read_range(r, 102, None)
+        assert [v for _, v, _ in decode_records(demand.item_data)] == [50.0, 6.0, 92.0]
+    export = [
+        "export", "--db", str(db), "--format", "energycap3", "--value", "consumption",
+        "--from", "2026-03-01", "--to", "2026-03-01",
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert main(export) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 1 + 3  # the header and the three replayed records
+
+
+CONFIG = """\
+gateway: {name: site, state_dir: /tmp/site-state}
+bacnet: {address: 127.0.0.1/8, port: 47808, device_instance: 7}
+sources:
+  - {id: sim, type: simulated}
+channels:
+  - {id: a, unit: kWh, scale_factor: 1, demand_window: 15min, demand_slide: 5min,
+     source: {id: sim, rate: 1}}
+  - {id: b, unit: kWh, scale_factor: 1, demand_window: 15min, demand_slide: 5min,
+     trend_log: TREND, source: {id: sim, rate: 1}}
+"""
+
+
+async def test_trend_log_false_leaves_the_channel_without_trend_logs() -> None:
+    """``trend_log: false`` per channel: no trend-log points, a smaller count, said by check."""
+    from gateway.bacnet.points import channel_points
+    from gateway.config import ConfigError, parse_config
+
+    config = parse_config(CONFIG.replace("TREND", "false"), purpose="run")
+    a, b = config.channels
+    assert a.trend_log and not b.trend_log
+    assert [(p.object_type, p.instance, p.name) for p in channel_points(a)][-2:] == [
+        ("trend-log", 101, "a.consumption_log"),
+        ("trend-log", 102, "a.demand_log"),
+    ]
+    assert all(p.object_type != "trend-log" for p in channel_points(b))
+    assert config.bacnet_object_count == 1 + 11 + 9 + 1 + 1
+    summary = config.summary().splitlines()
+    assert summary[0].startswith("OK <config>: 2 channels, 1 source, 23 BACnet objects")
+    assert [line for line in summary if "no trend logs" in line] == [
+        next(line for line in summary if line.startswith("  channel b:"))
+    ]
+    assert parse_config(CONFIG.replace("TREND", "true"), purpose="run").channels[1].trend_log
+    with pytest.raises(ConfigError) as caught:
+        parse_config(CONFIG.replace("TREND", "maybe"), purpose="run")
+    assert "<config>:9:" in str(caught.value) and "expected true or false" in str(caught.value)
+
+
+async def test_a_reload_adds_and_removes_the_trend_logs(tmp_path: Path) -> None:
+    """trend_log false then true again, by reload: objects go and come, database-revision moves."""
+    import dataclasses
+
+    async with rig(tmp_path) as r:
+        e = r.server.links["e"].config
+        revision = await r.read("device,1001", "database-revision")
+        await r.server.reconfigure([dataclasses.replace(e, trend_log=False)])
+        with pytest.raises(BACnetError) as caught:
+            await r.read("trend-log,101", "object-name")
+        assert caught.value.error_code == ErrorCode.UNKNOWN_OBJECT
+        assert await r.read("device,1001", "database-revision") == revision + 1
+        await r.server.reconfigure([dataclasses.replace(e, interval=30 * MINUTE)])
+        assert await r.read("trend-log,101", "log-interval") == 180_000
+        assert await r.read("trend-log,102", "object-name") == "e.demand_log"

@@ -199,7 +199,7 @@ class GatewayApplication(Application):
         if apdu.apduSA:
             segments = decode_max_segments_accepted(apdu.apduMaxSegs) or UNSPECIFIED_SEGMENTS
         capacity = segmentation.capacity(limit, segments)
-        data = obj._logs.read_range(obj, form, reference, count, capacity)
+        data = obj.read_range(form, reference, count, capacity)
         answer = ComplexAckPDU(context=apdu)
         answer.pduData = bytearray(data)
         await self.response(answer)

@@ -35,9 +35,11 @@ from datetime import datetime
 READ_RANGE = 26  # BACnetConfirmedServiceChoice readRange
 LOG_BUFFER = 131  # BACnetPropertyIdentifier log-buffer
 RECORD_OCTETS = 22  # one encoded log record (see encode_record)
-# the ACK without its items, at its largest: object id (5), property id (3), result flags
-# (3), item count (5), item-data open and close (2), first-sequence-number (5)
-ACK_OVERHEAD = 5 + 3 + 3 + 5 + 2 + 5
+# the ACK without its items and counts: object id (5), property id log-buffer (2), result
+# flags (3), item-data open and close (2); then item count (2-4) and, by sequence number or by
+# time, the first sequence number (2-5, counted at its largest)
+ACK_FIXED = 5 + 2 + 3 + 2
+SEQUENCE_NUMBER_OCTETS = 5
 
 _REAL = struct.Struct(">f")
 
@@ -77,9 +79,14 @@ def window(reference: int, count: int, first: int, last: int, room: int) -> Wind
     return Window(low, high, low == first, high == last, more)
 
 
-def room_for(capacity: int) -> int:
-    """How many records fit in an ACK of ``capacity`` service-data octets."""
-    return max(0, (capacity - ACK_OVERHEAD) // RECORD_OCTETS)
+def room_for(capacity: int, numbered: bool) -> int:
+    """How many records fit in an ACK of ``capacity`` service-data octets (``numbered``: it
+    carries a first-sequence-number)."""
+    fixed = ACK_FIXED + (SEQUENCE_NUMBER_OCTETS if numbered else 0)
+    room = max(0, (capacity - fixed - 2) // RECORD_OCTETS)
+    while room and fixed + len(_context_unsigned(4, room)) + room * RECORD_OCTETS > capacity:
+        room -= 1
+    return room
 
 
 def encode_record(local: datetime, value: float, fault: bool) -> bytes:

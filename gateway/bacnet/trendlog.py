@@ -94,23 +94,28 @@ class TrendLogs:
         return self.records.read(lambda conn: IntervalSequence.extent(conn, channel))
 
     def read_range(
-        self, log: TrendLog, form: str, reference: Any, count: int, capacity: int
+        self,
+        channel: str,
+        measure: Measure,
+        instance: int,
+        form: str,
+        reference: Any,
+        count: int,
+        capacity: int,
     ) -> bytes:
-        """The ReadRange-ACK service data for ``log``'s log-buffer (``gateway.bacnet.readrange``).
+        """The ReadRange-ACK service data for the log-buffer of trend-log ``instance``, the log
+        of ``measure`` over ``channel``'s records (``gateway.bacnet.readrange``).
 
         ``form`` is ``all``, ``position``, ``sequence`` or ``time`` (``reference`` a naive local
         datetime); ``count`` is not 0; ``capacity`` is the service-data octets the client takes.
         """
-        objid, _ = identity(log)
-        instance = int(objid[1])
-        channel = log._link.config.id
-        column = _LOGS[log._measure]
-        room = room_for(capacity)
+        column = _LOGS[measure]
+        numbered = form in ("sequence", "time")
+        room = room_for(capacity, numbered)
 
         def answer(conn: sqlite3.Connection) -> bytes:
             extent = IntervalSequence.extent(conn, channel)
             zone = _zone(conn)
-            numbered = form in ("sequence", "time")
             if form == "all":
                 start, wanted = extent.first, max(extent.held, 1)
             elif form == "position":
@@ -182,6 +187,14 @@ class TrendLog(GatewayObject, LocalObject, TrendLogObject):
     Per-object attributes, set by :func:`stamp_trend_log`: ``_link`` (ChannelLink),
     ``_measure`` (Measure: what is logged), ``_logs`` (TrendLogs).
     """
+
+    def read_range(self, form: str, reference: Any, count: int, capacity: int) -> bytes:
+        """The ReadRange-ACK service data for this log's log-buffer (TrendLogs.read_range)."""
+        objid, _ = identity(self)
+        channel = self._link.config.id
+        return self._logs.read_range(
+            channel, self._measure, int(objid[1]), form, reference, count, capacity
+        )
 
     def live_extent(self) -> LogExtent | None:
         """What the log holds now; None when the database cannot be read."""
