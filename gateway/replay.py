@@ -156,7 +156,11 @@ def _run(
                 count = int(value) if value.isdigit() and value.isascii() else 0
                 if count < 1:
                     count = _count(value, minimum=1)
-                engine.channels[_known(channel, channels)].pulses(t, count)
+                channel = _known(channel, channels)
+                if channel in engine.routed:  # a virtual channel's term (or one): the engine
+                    engine.pulses(channel, t, count)  # passes pulses on, or refuses them
+                else:
+                    engine.channels[channel].pulses(t, count)
             elif event == "reset":
                 _empty(value, event)
                 channel = _known(channel, channels)
@@ -272,7 +276,8 @@ class _Writer:
             if r.time != self._instant:
                 self._instant, self._stamp = r.time, format_instant(r.time)
             self._write(
-                f"{self._stamp},{item.channel},{r.pulses_total},{r.consumption!r},"
+                f"{self._stamp},{item.channel},{'' if r.pulses_total is None else r.pulses_total},"
+                f"{r.consumption!r},"
                 f"{'' if r.demand is None else repr(r.demand)},{r.peak_demand!r},"
                 f"{r.previous_peak_demand!r},{r.cumulative_demand!r},{r.reset_count}\n"
             )

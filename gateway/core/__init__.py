@@ -13,6 +13,7 @@ from gateway.core.demand import (
     Period,
     Reading,
     ResetOutcome,
+    TermState,
     Totals,
 )
 from gateway.core.engine import ChannelReading, Engine, ResetAttempt, Resumed, Saved
@@ -51,6 +52,7 @@ __all__ = [
     "Resumed",
     "Saved",
     "Span",
+    "TermState",
     "TimeSyntaxError",
     "Totals",
     "Unit",

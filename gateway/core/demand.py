@@ -25,6 +25,19 @@ gives "not available" (``None``).
     consumption           initial_reading + pulses_total * scale_factor, piecewise when the
                           factor changes, so it never jumps
 
+A *virtual* channel computes the coincident demand of several physical channels, its *terms*
+(a site total, a net of consumption and generation). Each pulse of a term counts with that
+term's signed factor (+scale_factor to add it, -scale_factor to subtract it), so P above
+becomes the window's sum of signed contributions and demand may be negative. The window is
+valid when no term's outage touches it. A physical channel is the one-term case with
++scale_factor, so both kinds share every rule here: term 0 lives in the channel's own fields
+(a physical channel's state is unchanged), terms 1..K-1 in small per-term records. Counts stay
+integers per term and are multiplied by their factors only when demand or consumption is read,
+term by term in a fixed order, so a virtual channel over one added term equals that channel to
+the last bit.
+
+``projected(now)`` extrapolates the coming boundary's demand from the part of its window seen.
+
 Billing periods: every accepted reset closes one, from the previous accepted reset (or the
 channel's creation) to this one, with the consumption between them and the peak the reset moves
 to previous peak. A channel with a ``reset_schedule`` resets itself at each scheduled instant
@@ -57,7 +70,12 @@ class DemandError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ChannelRules:
-    """A channel's demand settings, checked once so the engine never meets a bad one."""
+    """A channel's demand settings, checked once so the engine never meets a bad one.
+
+    ``terms`` makes the channel virtual: (term channel id, +1 to add it or -1 to subtract it),
+    in order. A term's factor is its own channel's scale_factor with that sign, resolved by the
+    Engine; a virtual channel's own ``scale_factor`` is not used (1.0 by convention).
+    """
 
     unit: Unit
     scale_factor: float
@@ -67,6 +85,7 @@ class ChannelRules:
     reset_lockout: Span = 0
     reset_schedule: ResetSchedule | None = None
     timezone: tzinfo | None = None  # the wall clock the schedule is read on; None = UTC
+    terms: tuple[tuple[str, int], ...] = ()  # () for a physical channel
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -86,7 +105,18 @@ class ChannelRules:
             found.append(f"initial_reading must be a finite number, not {self.initial_reading!r}")
         if self.reset_lockout < 0:
             found.append("reset_lockout must not be negative")
+        ids = [term[0] for term in self.terms]
+        if any(not (isinstance(term_id, str) and term_id) for term_id in ids):
+            found.append("a virtual channel's terms must be channel ids")
+        elif len(set(ids)) != len(ids):
+            found.append("a virtual channel names each term once")
+        if any(sign not in (1, -1) for _, sign in self.terms):
+            found.append("a term is added (+1) or subtracted (-1)")
         return found
+
+    @property
+    def is_virtual(self) -> bool:
+        return bool(self.terms)
 
     @property
     def slides_per_window(self) -> int:
@@ -98,7 +128,7 @@ class Reading:
     """What a channel shows at a boundary: one row of replay output."""
 
     time: Instant
-    pulses_total: int
+    pulses_total: int | None  # None for a virtual channel: its terms' pulses are not one count
     consumption: float
     demand: float | None  # None: not available (first window, outage, scale change)
     peak_demand: float
@@ -144,12 +174,27 @@ class ResetOutcome(NamedTuple):
     period: Period | None = None  # the billing period an accepted reset closed
 
 
+class TermState(NamedTuple):
+    """One more term of a virtual channel (terms 1..K-1; term 0 is in ChannelState itself),
+    with the same meaning as the ChannelState fields of the same names."""
+
+    scale_factor: float  # signed: negative for a subtracted term
+    pulses_total: int
+    pulses_at_base: int
+    window_intervals: tuple[int, ...]
+    open_interval: int
+    offline_since: Instant | None
+
+
 class ChannelState(NamedTuple):
     """A channel's whole state as plain values, saved and restored exactly across a restart.
 
     ``window_intervals`` holds the pulse counts of the last W/S closed intervals, oldest first.
     A NamedTuple rather than a frozen dataclass: every checkpoint takes one per channel on the
     event loop, and a tuple is built in C (a 19-field frozen dataclass is about 4x slower).
+
+    The term fields (pulses_total .. open_interval, offline_since) are term 0's; for a virtual
+    channel ``scale_factor`` is term 0's signed factor and ``more_terms`` holds the others.
     """
 
     pulses_total: int
@@ -175,6 +220,30 @@ class ChannelState(NamedTuple):
     period_base: float = 0.0  # consumption at period_start
     previous_period: float = 0.0  # consumption of the last closed period (0 before the first)
     schedule_next: Instant = NEVER  # the next scheduled reset not yet applied
+    more_terms: tuple[TermState, ...] = ()  # a virtual channel's terms 1..K-1
+
+
+class _Term:
+    """A virtual channel's term 1..K-1 while it runs (term 0 lives in the Channel's fields)."""
+
+    __slots__ = (
+        "factor",
+        "offline_since",
+        "open_interval",
+        "pulses_at_base",
+        "pulses_total",
+        "ring",
+        "window_pulses",
+    )
+
+    def __init__(self, factor: float, slides: int) -> None:
+        self.factor = factor
+        self.pulses_total = 0
+        self.pulses_at_base = 0
+        self.ring = [0] * slides
+        self.window_pulses = 0
+        self.open_interval = 0
+        self.offline_since: Instant | None = None
 
 
 class Channel:
@@ -182,6 +251,7 @@ class Channel:
 
     __slots__ = (
         "_last_valid_demand",
+        "_more",
         "_offline_since",
         "_open_interval",
         "_peak_time",
@@ -209,10 +279,17 @@ class Channel:
         "schedule_next",
     )
 
-    def __init__(self, rules: ChannelRules, start: Instant) -> None:
-        """A new channel whose counting begins at ``start``."""
+    def __init__(
+        self, rules: ChannelRules, start: Instant, factors: tuple[float, ...] | None = None
+    ) -> None:
+        """A new channel whose counting begins at ``start``.
+
+        ``factors``: a virtual channel's signed factor per term (the Engine resolves them from
+        the terms' rules); a physical channel's is its scale_factor.
+        """
+        factors = _factors(rules, factors)
         self.rules = rules
-        self.scale_factor = rules.scale_factor
+        self.scale_factor = factors[0]
         self.pulses_total = 0
         self.consumption_base = rules.initial_reading
         self._pulses_at_base = 0
@@ -220,6 +297,7 @@ class Channel:
         self._ring_pos = 0  # index of the oldest closed interval in the window
         self._window_pulses = 0  # sum of the ring
         self._open_interval = 0  # pulses in [next_boundary - S, next_boundary)
+        self._more = [_Term(factor, rules.slides_per_window) for factor in factors[1:]]
         self.next_boundary = next_boundary_after(start, rules.slide)
         self._valid_from = start
         self._offline_since: Instant | None = None
@@ -242,9 +320,12 @@ class Channel:
 
     @property
     def consumption(self) -> float:
-        return (
+        total = (
             self.consumption_base + (self.pulses_total - self._pulses_at_base) * self.scale_factor
         )
+        for term in self._more:  # term order, so the sum is the same float every time
+            total += (term.pulses_total - term.pulses_at_base) * term.factor
+        return total
 
     @property
     def period_consumption(self) -> float:
@@ -252,8 +333,21 @@ class Channel:
         return self.consumption - self.period_base
 
     @property
+    def factors(self) -> tuple[float, ...]:
+        """The signed factor of each term (a physical channel: its scale factor)."""
+        return (self.scale_factor, *[term.factor for term in self._more])
+
+    @property
     def is_online(self) -> bool:
-        return self._offline_since is None
+        """Every term delivers (a virtual channel is offline while any term is)."""
+        return self._offline_since is None and all(
+            term.offline_since is None for term in self._more
+        )
+
+    def term_online(self, term: int) -> bool:
+        if term == 0:
+            return self._offline_since is None
+        return self._term(term).offline_since is None
 
     @property
     def valid_from(self) -> Instant:
@@ -277,13 +371,46 @@ class Channel:
     def reading(self, time: Instant) -> Reading:
         return Reading(
             time,
-            self.pulses_total,
+            None if self.rules.terms else self.pulses_total,
             self.consumption,
             self.demand,
             self.peak_demand,
             self.previous_peak_demand,
             self.cumulative_demand,
             self.reset_count,
+        )
+
+    def projected(self, now: Instant) -> float | None:
+        """The demand the next boundary b1 will show if the open interval goes on as it began:
+
+            (P(b1 - W, b0) + P(b0, now) * S / (now - b0)) * scale_factor * units_Scale / W
+
+        with b0 the last boundary (contributions instead of pulses for a virtual channel).
+        None during the first tenth of the slide (at least 1 s), and when the window of b1 is
+        already invalid (a term offline now, or the window starts before ``valid_from``).
+        ``now`` is at or after the channel's last event and before its next boundary.
+        """
+        rules = self.rules
+        slide = rules.slide
+        b1 = self.next_boundary
+        b0 = b1 - slide
+        if now < self.now or not b0 <= now < b1:
+            raise DemandError("projected demand is read between the last boundary and the next")
+        elapsed = now - b0
+        if elapsed * 10 < slide or elapsed < MICROS_PER_SECOND:
+            return None
+        if b1 - rules.window < self._valid_from or not self.is_online:
+            return None
+        pos = self._ring_pos  # the oldest interval: the one b1's window no longer holds
+        closed = (self._window_pulses - self._ring[pos]) * self.scale_factor
+        current = self._open_interval * self.scale_factor
+        for term in self._more:
+            closed += (term.window_pulses - term.ring[pos]) * term.factor
+            current += term.open_interval * term.factor
+        return (
+            (closed + current * slide / elapsed)
+            * rules.unit.units_scale
+            / (rules.window / MICROS_PER_SECOND)
         )
 
     # -- events -------------------------------------------------------------------------------
@@ -298,8 +425,14 @@ class Channel:
         if t >= self.schedule_next:  # a scheduled reset comes before events at its instant
             raise DemandError("the scheduled reset due by this event has not been applied")
 
-    def pulses(self, t: Instant, count: int) -> None:
-        """``count`` pulses counted at ``t``.
+    def _term(self, term: int) -> _Term:
+        """Term 1..K-1's record (term 0 is the channel's own fields)."""
+        if not 0 < term <= len(self._more):
+            raise DemandError(f"the channel has no term {term}")
+        return self._more[term - 1]
+
+    def pulses(self, t: Instant, count: int, term: int = 0) -> None:
+        """``count`` pulses of ``term`` counted at ``t``.
 
         Pulses that carry their own time go into the interval of that time even while the
         channel is offline: every window that overlaps the outage is invalid anyway, and one that
@@ -307,30 +440,57 @@ class Channel:
         """
         if count < 1:
             raise DemandError(f"a pulse count must be at least 1, not {count}")
+        if term:
+            record = self._term(term)
+            self._check_time(t)
+            self.now = t
+            record.pulses_total += count
+            record.open_interval += count
+            return
         self._check_time(t)
         self.now = t
         self.pulses_total += count
         self._open_interval += count
 
-    def offline(self, t: Instant) -> None:
-        """The source stopped delivering at ``t``; an outage already under way goes on."""
+    def offline(self, t: Instant, term: int = 0) -> None:
+        """The source of ``term`` stopped delivering at ``t``; an outage under way goes on."""
+        record = self._term(term) if term else None
+        self._check_time(t)
+        self.now = t
+        if record is None:
+            if self._offline_since is None:
+                self._offline_since = t
+        elif record.offline_since is None:
+            record.offline_since = t
+
+    def offline_all(self, t: Instant) -> None:
+        """Every term stops delivering at ``t`` (a downtime, a clock step, a reload)."""
         self._check_time(t)
         self.now = t
         if self._offline_since is None:
             self._offline_since = t
+        for record in self._more:
+            if record.offline_since is None:
+                record.offline_since = t
 
-    def online(self, t: Instant, catch_up: int = 0) -> None:
-        """The source delivers again at ``t`` with ``catch_up`` pulses counted meanwhile.
+    def online(self, t: Instant, catch_up: int = 0, term: int = 0) -> None:
+        """The source of ``term`` delivers again at ``t`` with ``catch_up`` pulses counted
+        meanwhile.
 
         Catch-up pulses have no time of their own, so they go into pulses_total and consumption
         only, and no window that holds ``t`` is valid, even after a zero-length outage.
         """
         if catch_up < 0:
             raise DemandError(f"catch-up pulses cannot be negative, not {catch_up}")
+        record = self._term(term) if term else None
         self._check_time(t)
         self.now = t
-        self.pulses_total += catch_up
-        self._offline_since = None
+        if record is None:
+            self.pulses_total += catch_up
+            self._offline_since = None
+        else:
+            record.pulses_total += catch_up
+            record.offline_since = None
         self._valid_from = max(self._valid_from, t)
 
     def reset(self, t: Instant) -> ResetOutcome:
@@ -387,27 +547,44 @@ class Channel:
         window that mixes the two factors is valid."""
         if not (math.isfinite(scale_factor) and scale_factor > 0):
             raise DemandError(f"scale_factor must be a positive number, not {scale_factor!r}")
+        if self.rules.terms:
+            raise DemandError("a virtual channel's factors are its terms' (change_factors)")
+        self.change_factors(t, (scale_factor,))
+
+    def change_factors(self, t: Instant, factors: tuple[float, ...]) -> None:
+        """New signed term factors from ``t`` on (a term's scale factor was reloaded), with
+        the rules of a scale change: consumption continuous, no window mixing factors valid."""
+        _check_factors(factors, len(self._more) + 1)
         self._check_time(t)
         self.now = t
-        if scale_factor == self.scale_factor:
+        if factors == self.factors:
             return
         self.consumption_base = self.consumption
         self._pulses_at_base = self.pulses_total
-        self.scale_factor = scale_factor
+        self.scale_factor = factors[0]
+        for record, factor in zip(self._more, factors[1:], strict=True):
+            record.pulses_at_base = record.pulses_total
+            record.factor = factor
         self._valid_from = max(self._valid_from, t)
 
-    def reconfigure(self, t: Instant, rules: ChannelRules) -> None:
+    def reconfigure(
+        self, t: Instant, rules: ChannelRules, factors: tuple[float, ...] | None = None
+    ) -> None:
         """New rules from ``t`` on (a reload) that keep the channel's counts and reset totals.
 
-        A new scale factor alone is ``change_scale``. A new unit, window or slide restarts the
-        window: the first-window rule applies again from ``t``. pulses_total, consumption,
-        peak, previous peak, cumulative demand, reset count and the lockout clock are kept, so
-        a reload never loses a count or hides a reset.
+        A new scale factor alone is ``change_scale`` (for a virtual channel, new ``factors``
+        are ``change_factors``). A new unit, window, slide or term list restarts the window:
+        the first-window rule applies again from ``t``. pulses_total, consumption, peak,
+        previous peak, cumulative demand, reset count and the lockout clock are kept, so a
+        reload never loses a count or hides a reset. A new term list rebases consumption, so
+        it goes on from the value it had; a term kept keeps its count and its outage.
         """
+        factors = _factors(rules, factors)
         self._check_time(t)
-        if rules == self.rules:
+        if rules == self.rules and factors == self.factors:
             return
-        window_changed = (rules.unit, rules.window, rules.slide) != (
+        terms_changed = rules.terms != self.rules.terms
+        window_changed = terms_changed or (rules.unit, rules.window, rules.slide) != (
             self.rules.unit,
             self.rules.window,
             self.rules.slide,
@@ -416,18 +593,53 @@ class Channel:
             self.rules.reset_schedule,
             self.rules.timezone,
         )
-        self.change_scale(t, rules.scale_factor)
+        if terms_changed:
+            self._retarget(t, rules, factors)
+        else:
+            self.change_factors(t, factors)
         self.rules = rules
         if schedule_changed:  # a new schedule counts from now: nothing before it is missed
             self.schedule_next = _next_fire(rules, t)
         if window_changed:
-            self._ring = [0] * rules.slides_per_window
-            self._ring_pos = 0
-            self._window_pulses = 0
-            self._open_interval = 0
+            self._clear_window()
             self.next_boundary = next_boundary_after(t, rules.slide)
             self._valid_from = max(self._valid_from, t)
             self.demand = None
+
+    def _retarget(self, t: Instant, rules: ChannelRules, factors: tuple[float, ...]) -> None:
+        """Take a new term list at ``t``: consumption rebased, kept terms keep their counts
+        and outages (a physical channel's one term is keyed None)."""
+        self.now = t
+        old_keys: list[str | None] = [term_id for term_id, _ in self.rules.terms] or [None]
+        old = [(self.pulses_total, self._offline_since)] + [
+            (record.pulses_total, record.offline_since) for record in self._more
+        ]
+        kept = dict(zip(old_keys, old, strict=True))
+        self.consumption_base = self.consumption
+        new_keys: list[str | None] = [term_id for term_id, _ in rules.terms] or [None]
+        terms = [kept.get(key, (0, None)) for key in new_keys]
+        self.scale_factor = factors[0]
+        self.pulses_total, self._offline_since = terms[0]
+        self._pulses_at_base = self.pulses_total
+        self._more = []
+        for factor, (pulses_total, offline_since) in zip(factors[1:], terms[1:], strict=True):
+            record = _Term(factor, rules.slides_per_window)
+            record.pulses_total = record.pulses_at_base = pulses_total
+            record.offline_since = offline_since
+            self._more.append(record)
+        self._valid_from = max(self._valid_from, t)
+
+    def _clear_window(self) -> None:
+        """Empty every term's window and open interval (sized for the current rules)."""
+        slides = self.rules.slides_per_window
+        self._ring = [0] * slides
+        self._ring_pos = 0
+        self._window_pulses = 0
+        self._open_interval = 0
+        for record in self._more:
+            record.ring = [0] * slides
+            record.window_pulses = 0
+            record.open_interval = 0
 
     # -- boundaries ---------------------------------------------------------------------------
 
@@ -440,16 +652,25 @@ class Channel:
         closed = self._open_interval
         self._window_pulses += closed - ring[pos]
         ring[pos] = closed
-        self._ring_pos = pos + 1 if pos + 1 < len(ring) else 0
         self._open_interval = 0
+        more = self._more
+        for record in more:
+            closed = record.open_interval
+            record.window_pulses += closed - record.ring[pos]
+            record.ring[pos] = closed
+            record.open_interval = 0
+        self._ring_pos = pos + 1 if pos + 1 < len(ring) else 0
         self.next_boundary = b + rules.slide
-        if self._offline_since is None and b - rules.window >= self._valid_from:
-            demand = (
-                self._window_pulses
-                * self.scale_factor
-                * rules.unit.units_scale
-                / (rules.window / MICROS_PER_SECOND)
-            )
+        if (
+            self._offline_since is None
+            and b - rules.window >= self._valid_from
+            and (not more or self.is_online)
+        ):
+            # the window's contribution: counts times factors, term by term in order
+            contribution = self._window_pulses * self.scale_factor
+            for record in more:
+                contribution += record.window_pulses * record.factor
+            demand = contribution * rules.unit.units_scale / (rules.window / MICROS_PER_SECOND)
             self.demand = demand
             self._last_valid_demand = demand
             if demand > self.peak_demand:
@@ -465,16 +686,13 @@ class Channel:
         For a gap the gateway did not observe (downtime, a forward clock step): every window
         in it is invalid anyway, so a long gap costs O(W/S), not one close per boundary.
         """
-        if self._offline_since is None:
+        if self.is_online:
             raise DemandError("only an offline channel can skip boundaries")
         if t < self.now:
             raise DemandError("cannot skip backwards in time")
         if t >= self.next_boundary + self.rules.window:
             # the whole window has left the gap behind: nothing in it can be counted
-            self._ring = [0] * self.rules.slides_per_window
-            self._ring_pos = 0
-            self._window_pulses = 0
-            self._open_interval = 0
+            self._clear_window()
             self.next_boundary = next_boundary_after(t, self.rules.slide)
             self.demand = None
         else:
@@ -485,7 +703,7 @@ class Channel:
     # -- state --------------------------------------------------------------------------------
 
     def state(self) -> ChannelState:
-        """The whole state as a plain value (the ring rotated oldest first)."""
+        """The whole state as a plain value (the rings rotated oldest first)."""
         pos = self._ring_pos
         return ChannelState(
             pulses_total=self.pulses_total,
@@ -511,19 +729,39 @@ class Channel:
             period_base=self.period_base,
             previous_period=self.previous_period,
             schedule_next=self.schedule_next,
+            more_terms=tuple(
+                [
+                    TermState(
+                        record.factor,
+                        record.pulses_total,
+                        record.pulses_at_base,
+                        tuple(record.ring[pos:] + record.ring[:pos]),
+                        record.open_interval,
+                        record.offline_since,
+                    )
+                    for record in self._more
+                ]
+            ),
         )
 
     @classmethod
     def restore(cls, rules: ChannelRules, state: ChannelState) -> Channel:
         """A channel that continues exactly where ``state`` left off."""
-        if len(state.window_intervals) != rules.slides_per_window:
+        slides = rules.slides_per_window
+        if len(state.more_terms) + 1 != max(1, len(rules.terms)):
             raise DemandError(
-                f"saved window has {len(state.window_intervals)} intervals, "
-                f"the rules need {rules.slides_per_window}"
+                f"saved channel has {len(state.more_terms) + 1} terms, "
+                f"the rules name {max(1, len(rules.terms))}"
             )
+        for intervals in [state.window_intervals, *[m.window_intervals for m in state.more_terms]]:
+            if len(intervals) != slides:
+                raise DemandError(
+                    f"saved window has {len(intervals)} intervals, the rules need {slides}"
+                )
         if state.next_boundary % rules.slide:
             raise DemandError("saved next boundary is not on this channel's slide")
-        channel = cls(rules, state.now)
+        factors = (state.scale_factor, *[m.scale_factor for m in state.more_terms])
+        channel = cls(rules, state.now, factors if rules.terms else None)
         channel.pulses_total = state.pulses_total
         channel.consumption_base = state.consumption_base
         channel._pulses_at_base = state.pulses_at_base
@@ -532,6 +770,13 @@ class Channel:
         channel._ring_pos = 0
         channel._window_pulses = sum(state.window_intervals)
         channel._open_interval = state.open_interval
+        for record, saved in zip(channel._more, state.more_terms, strict=True):
+            record.pulses_total = saved.pulses_total
+            record.pulses_at_base = saved.pulses_at_base
+            record.ring = list(saved.window_intervals)
+            record.window_pulses = sum(saved.window_intervals)
+            record.open_interval = saved.open_interval
+            record.offline_since = saved.offline_since
         channel.next_boundary = state.next_boundary
         channel._valid_from = state.valid_from
         channel._offline_since = state.offline_since
@@ -549,6 +794,27 @@ class Channel:
         channel.previous_period = state.previous_period
         channel.schedule_next = state.schedule_next
         return channel
+
+
+def _factors(rules: ChannelRules, factors: tuple[float, ...] | None) -> tuple[float, ...]:
+    """The signed factor of each term: a virtual channel's as given, a physical one's its
+    scale factor."""
+    if not rules.terms:
+        if factors is not None and factors != (rules.scale_factor,):
+            raise DemandError("a physical channel's factor is its scale_factor")
+        return (rules.scale_factor,)
+    if factors is None:
+        raise DemandError("a virtual channel needs the signed factor of each term")
+    _check_factors(factors, len(rules.terms))
+    return factors
+
+
+def _check_factors(factors: tuple[float, ...], terms: int) -> None:
+    if len(factors) != terms:
+        raise DemandError(f"expected {terms} term factors, not {len(factors)}")
+    for factor in factors:
+        if not (math.isfinite(factor) and factor != 0):
+            raise DemandError(f"a term factor must be a non-zero number, not {factor!r}")
 
 
 def _next_fire(rules: ChannelRules, t: Instant) -> Instant:

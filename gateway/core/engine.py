@@ -5,6 +5,12 @@ at one instant"): every boundary b <= t of every channel is closed before an eve
 applied, and readings at one instant come in config order. It is what ``replay`` drives from a
 file and what the service drives from sources and the wall clock. Like the rest of the core it
 never reads a clock: ``advance(t)`` is told what time it is.
+
+It also wires virtual channels to their terms: a physical channel's pulses and outages go to
+the channel itself and then, with the term's index, to every virtual channel that names it
+(a routing map rebuilt whenever the channel set changes). The terms' factors come from the
+terms' own rules, so a term's new scale factor on a reload is a factor change of the virtual
+channel too.
 """
 
 from __future__ import annotations
@@ -67,27 +73,41 @@ class Engine:
     ``advance`` refuses to pass a scheduled reset, so none can be skipped by mistake.
     """
 
-    __slots__ = ("_order", "channels", "next_due", "next_fire", "now", "start")
+    __slots__ = (
+        "_order",
+        "_routes",
+        "channels",
+        "next_due",
+        "next_fire",
+        "now",
+        "routed",
+        "start",
+    )
 
     def __init__(self, rules: Mapping[str, ChannelRules], start: Instant) -> None:
         """Channels in config order, all counted from ``start``."""
+        _check_terms(rules)
         self.channels: dict[str, Channel] = {
-            channel_id: Channel(channel_rules, start) for channel_id, channel_rules in rules.items()
+            channel_id: Channel(channel_rules, start, _term_factors(rules, channel_rules))
+            for channel_id, channel_rules in rules.items()
         }
-        self._order = list(self.channels.items())
         self.start = start
         self.now = start
-        self.next_due = self._earliest_boundary()
-        self.next_fire = self._earliest_fire()
+        self._routes: dict[str, tuple[tuple[Channel, int], ...]] = {}
+        # the channels whose pulses must go through ``pulses``: the terms of virtual channels
+        # (the engine passes them on) and the virtual channels (which take none); any other
+        # channel's pulses may go straight to it
+        self.routed: frozenset[str] = frozenset()
+        self._channels_changed()
 
     @classmethod
     def of(cls, channels: Mapping[str, Channel], now: Instant) -> Engine:
         """An engine over existing channels (restored from state, or kept across a reload)."""
+        _check_terms({channel_id: channel.rules for channel_id, channel in channels.items()})
         engine = cls({}, now)
         engine.channels = dict(channels)
-        engine._order = list(engine.channels.items())
         engine.now = max([now, *(channel.now for channel in engine.channels.values())])
-        engine._times_changed()
+        engine._channels_changed()
         return engine
 
     @staticmethod
@@ -112,25 +132,26 @@ class Engine:
         downtime are applied each at its own instant, from the first one the saved state had
         not applied, with the configured schedule (a channel saved without one starts its
         schedule at ``now``). A channel with nothing saved starts at ``now``, offline until
-        its source reports. Every channel is offline afterwards.
+        its source reports. Every channel is offline afterwards (a virtual one: every term).
         """
+        _check_terms(rules)
         engine = cls({}, now)
         missed: list[ResetAttempt] = []
         calendar = _Calendar()  # channels on one schedule share its instants (a year: 365)
         for channel_id, channel_rules in rules.items():
             entry = saved.get(channel_id)
+            factors = _term_factors(rules, channel_rules)
             if entry is None:
-                channel = Channel(channel_rules, now)
+                channel = Channel(channel_rules, now, factors)
             else:
                 channel, fired = _resumed(
                     entry, saved_at, now, channel_rules, catch_up=True, calendar=calendar
                 )
                 missed += [ResetAttempt(channel_id, outcome) for outcome in fired]
-                channel.reconfigure(now, channel_rules)
-            channel.offline(now)
+                channel.reconfigure(now, channel_rules, factors)
+            channel.offline_all(now)
             engine.channels[channel_id] = channel
-        engine._order = list(engine.channels.items())
-        engine._times_changed()
+        engine._channels_changed()
         return Resumed(engine, missed)
 
     def _earliest_boundary(self) -> Instant:
@@ -146,6 +167,30 @@ class Engine:
     def _times_changed(self) -> None:
         self.next_due = self._earliest_boundary()
         self.next_fire = self._earliest_fire()
+
+    def _channels_changed(self) -> None:
+        """The order, the routes from terms to virtual channels and the times, after the
+        channel set (or one channel object) changed."""
+        self._order = list(self.channels.items())
+        routes: dict[str, list[tuple[Channel, int]]] = {}
+        virtual = []
+        for channel_id, channel in self._order:
+            if channel.rules.terms:
+                virtual.append(channel_id)
+                for term, (term_id, _) in enumerate(channel.rules.terms):
+                    routes.setdefault(term_id, []).append((channel, term))
+        self._routes = {term_id: tuple(targets) for term_id, targets in routes.items()}
+        self.routed = frozenset([*virtual, *routes])
+        self._times_changed()
+
+    def _source(self, channel_id: str) -> Channel:
+        """A channel that takes events from a source: not a virtual one."""
+        channel = self._channel(channel_id)
+        if channel.rules.terms:
+            raise DemandError(
+                f"{channel_id!r} is a virtual channel: its events are its terms' events"
+            )
+        return channel
 
     def _channel(self, channel_id: str) -> Channel:
         try:
@@ -214,19 +259,26 @@ class Engine:
         self.next_due = self._earliest_boundary()
 
     def pulses(self, channel_id: str, t: Instant, count: int) -> None:
-        channel = self._channel(channel_id)
+        """Pulses of a physical channel, and of every virtual channel it is a term of."""
+        channel = self._source(channel_id)
         self._at(t)
         channel.pulses(t, count)
+        for target, term in self._routes.get(channel_id, ()):
+            target.pulses(t, count, term)
 
     def offline(self, channel_id: str, t: Instant) -> None:
-        channel = self._channel(channel_id)
+        channel = self._source(channel_id)
         self._at(t)
         channel.offline(t)
+        for target, term in self._routes.get(channel_id, ()):
+            target.offline(t, term)
 
     def online(self, channel_id: str, t: Instant, catch_up: int = 0) -> None:
-        channel = self._channel(channel_id)
+        channel = self._source(channel_id)
         self._at(t)
         channel.online(t, catch_up)
+        for target, term in self._routes.get(channel_id, ()):
+            target.online(t, catch_up, term)
 
     def reset(self, channel_id: str, t: Instant) -> ResetOutcome:
         channel = self._channel(channel_id)
@@ -257,43 +309,76 @@ class Engine:
         else starts at ``t``; either way offline until its source reports. ``offline`` takes
         every channel offline at ``t`` (their sources are restarting).
 
+        A virtual channel's terms are then set online or offline as their channels are, so a
+        new virtual channel over running terms counts from ``t`` and one whose term is new
+        sees that term's outage.
+
         The ``channels`` mapping is changed in place: readers that hold it see the new set.
         """
+        _check_terms(rules)
         self._at(t)
         kept = dict(self.channels)
         self.channels.clear()
         for channel_id, channel_rules in rules.items():
             channel = kept.get(channel_id)
+            factors = _term_factors(rules, channel_rules)
             if channel is None:
                 entry = (resumed or {}).get(channel_id)
                 # one removed while running was last seen alive at its own last event (0); its
                 # schedule starts afresh, like a new one's
                 if entry is None:
-                    channel = Channel(channel_rules, t)
+                    channel = Channel(channel_rules, t, factors)
                 else:
                     channel, _ = _resumed(entry, 0, t, channel_rules, catch_up=False)
-                channel.offline(t)
-            if channel.rules != channel_rules:
-                channel.reconfigure(t, channel_rules)
+                channel.offline_all(t)
+            if channel.rules != channel_rules or channel.factors != factors:
+                channel.reconfigure(t, channel_rules, factors)
             if offline:
-                channel.offline(t)
+                channel.offline_all(t)
             self.channels[channel_id] = channel
-        self._order = list(self.channels.items())
-        self._times_changed()
+        for channel in self.channels.values():
+            for term, (term_id, _) in enumerate(channel.rules.terms):
+                online = self.channels[term_id].is_online
+                if online and not channel.term_online(term):
+                    channel.online(t, 0, term)
+                elif not online and channel.term_online(term):
+                    channel.offline(t, term)
+        self._channels_changed()
 
     def offline_all(self, t: Instant) -> None:
         """Every channel stops delivering at ``t`` (a clock step: nothing after it is timed)."""
         self._at(t)
         for channel in self.channels.values():
-            channel.offline(t)
+            channel.offline_all(t)
 
     def put_back(self, channel_id: str, state: ChannelState) -> None:
         """Return a channel to ``state`` (taken earlier from it with its current rules):
         a reset that could not be made durable is undone, as if it never happened."""
         channel = self._channel(channel_id)
         self.channels[channel_id] = Channel.restore(channel.rules, state)
-        self._order = list(self.channels.items())
-        self._times_changed()
+        self._channels_changed()  # the routes hold channel objects
+
+
+def _check_terms(rules: Mapping[str, ChannelRules]) -> None:
+    """Every term of a virtual channel is a physical channel of the same set (no nesting)."""
+    for channel_id, channel_rules in rules.items():
+        for term_id, _ in channel_rules.terms:
+            term = rules.get(term_id)
+            if term is None:
+                raise DemandError(f"{channel_id}: term {term_id!r} is not a channel")
+            if term.terms:
+                raise DemandError(
+                    f"{channel_id}: term {term_id!r} is a virtual channel; terms are physical"
+                )
+
+
+def _term_factors(
+    rules: Mapping[str, ChannelRules], channel_rules: ChannelRules
+) -> tuple[float, ...] | None:
+    """A virtual channel's signed term factors: each term's own scale factor, signed."""
+    if not channel_rules.terms:
+        return None
+    return tuple([sign * rules[term_id].scale_factor for term_id, sign in channel_rules.terms])
 
 
 class _Calendar:
@@ -351,7 +436,7 @@ def _resumed(
     # the old process was alive until its last checkpoint, and at most until the channel's
     # next boundary (it would have closed it otherwise) or its next scheduled reset
     down = max(channel.now, min(saved_at, channel.next_boundary - 1, channel.schedule_next - 1))
-    channel.offline(down)
+    channel.offline_all(down)
     fired: list[ResetOutcome] = []
     if instants:
         for s, then in zip(instants, [*instants[1:], following], strict=True):

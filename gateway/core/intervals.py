@@ -40,11 +40,11 @@ class IntervalRecord(NamedTuple):
     channel: str
     end: Instant
     start: Instant  # end - interval, or the previous record's end after a gap
-    pulses: int
+    pulses: int | None  # None for a virtual channel, which has consumption but no pulses
     consumption: float
     average_demand: float
     estimated: bool
-    pulses_total: int  # the channel's running totals at ``end``: where the next record starts
+    pulses_total: int | None  # the channel's running totals at ``end``: where the next starts
     consumption_total: float
 
 
@@ -53,7 +53,7 @@ class IntervalMark:
     """Where a channel's next interval record starts: the last record's end and totals."""
 
     end: Instant  # the last record's end; for a new channel, the moment it was created
-    pulses_total: int
+    pulses_total: int | None  # None for a virtual channel
     consumption_total: float
 
 
@@ -105,13 +105,15 @@ class IntervalLog:
             else:
                 self._offline_at_end.add(item.channel)
             pulses_before, consumption_before = mark.pulses_total, mark.consumption_total
-            pulses = reading.pulses_total - pulses_before
             consumption = reading.consumption - consumption_before
-            exact = pulses * channel.scale_factor
-            if math.isclose(exact, consumption, rel_tol=1e-9, abs_tol=1e-9):
-                # the same scale factor throughout: pulses x scale has no float residue, the
-                # difference of two running totals has (18.23999999999978 for 18.24)
-                consumption = exact
+            pulses = None
+            if reading.pulses_total is not None:  # a physical channel
+                pulses = reading.pulses_total - (pulses_before or 0)
+                exact = pulses * channel.scale_factor
+                if math.isclose(exact, consumption, rel_tol=1e-9, abs_tol=1e-9):
+                    # the same scale factor throughout: pulses x scale has no float residue,
+                    # the difference of two running totals has (18.23999999999978 for 18.24)
+                    consumption = exact
             seconds = (end - start) / MICROS_PER_SECOND
             records.append(
                 IntervalRecord(
