@@ -16,14 +16,20 @@ What runs, all on 127.0.0.1, each in its own process:
 - **this process**: ReadProperty present-value at a paced 300/s (raw UDP, the client of
   ``bench/bacnet.py`` made open-loop: requests leave on a timer, not when replies come back;
   objects drawn from every channel), a scrape of ``/metrics`` every 15 s (each one timed,
-  connect to last byte) and the gateway's CPU from ``/proc/<pid>/stat``.
+  connect to last byte) and the gateway's CPU from ``/proc/<pid>/stat``;
+- **web clients** (``--web N``, none by default): a child of this script (``--web-child``)
+  running N aiohttp clients, each asking ``GET /api/v1/status`` (the whole site as JSON, what
+  the status page asks every 2 s) every 2 s during the steady window, staggered evenly over
+  the 2 s, on a new connection each time; every answer is timed (connect to the response
+  headers, and to the last byte) and checked (200, JSON, one entry per channel).
 
 Measured: start-up (process start until the ``gateway_ready`` log line, and until BACnet first
 answers a ReadProperty; again for a restart on the saved state), then, after a warm-up, over a
 steady window (``--duration``, 150 s by default, so two or three 1-minute boundaries fall in
 it): the gateway's CPU (% of one core) and RSS (VmRSS at the end, VmHWM), every scrape's time,
 ReadProperty p50/p99, the boundary lag (``pulse_gateway_boundary_lag_seconds`` from the
-scrapes), COV notifications received, and the stop time (SIGTERM until exit).
+scrapes), COV notifications received, the status requests' times and sizes (with ``--web``),
+and the stop time (SIGTERM until exit).
 
 Figures, not assertions: on a shared 2-core machine the gateway, the simulator and the clients
 compete with whatever else runs; the script prints the machine's load so the figures can be
@@ -52,6 +58,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +84,7 @@ PER_DEVICE = 50  # counters per simulated module
 START_TIMEOUT_S = 60.0
 MAX_OUTSTANDING = 200  # invoke ids are 0-255; beyond this a paced request is skipped
 MIB = 1024 * 1024
+WEB_EVERY_S = 2.0  # the status page's own refresh: one request per open page every 2 s
 TARGET_RSS_MIB = 200e6 / MIB  # 200 MB
 
 
@@ -86,6 +94,7 @@ def free_tcp_port() -> int:
         return int(probe.getsockname()[1])
 
 
+_prctl: Callable[..., int] | None
 try:  # looked up here, not in the forked child: no loader work between fork and exec
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # not Linux
@@ -177,7 +186,7 @@ def write_config(folder: Path, ports: list[int], channels: int, cov_increment: f
         "gateway: {name: scale-bench, state_dir: state}",
         f"bacnet: {{address: 127.0.0.1/8, port: {free_udp_port()}, device_instance: 9001,"
         " device_name: Scale Bench}",
-        f"metrics: {{listen: '127.0.0.1:{free_tcp_port()}'}}",
+        f"http: {{listen: '127.0.0.1:{free_tcp_port()}'}}",
         "sources:",
         *(
             f"  - {{id: m{k}, type: modbus-tcp, host: 127.0.0.1, port: {port}, poll_interval: 1s}}"
@@ -477,14 +486,123 @@ def start_cov_child(
     )
 
 
-def read_json_line(process: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+def read_json_line(
+    process: subprocess.Popen[str], timeout: float, who: str = "the COV subscribers"
+) -> dict[str, Any]:
     assert process.stdout is not None
     if not select.select([process.stdout], [], [], timeout)[0]:
-        raise SystemExit(f"no answer from the COV subscribers within {timeout:.0f} s")
+        raise SystemExit(f"no answer from {who} within {timeout:.0f} s")
     line = process.stdout.readline()
     if not line:
-        raise SystemExit("the COV subscriber process exited early")
+        raise SystemExit(f"{who}: the process exited early")
     return json.loads(line)
+
+
+# -- the web client child -----------------------------------------------------------------------
+
+
+async def web_child(port: int, clients: int, channels: int, life: int) -> None:
+    """``clients`` pollers of ``GET /api/v1/status``, each every WEB_EVERY_S, staggered over it.
+
+    Prints one JSON line when ready. The first SIGUSR1 starts the polling, the second (or
+    SIGTERM, or ``life`` s) stops it; the requests in flight then finish and a last JSON line
+    gives every request's times, the body sizes and what was wrong with the bad answers. A
+    process of its own: parsing five 1 MB documents a second in the bench's process would stall
+    its loop and show as ReadProperty latency that is not the gateway's.
+    """
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    start, stop = asyncio.Event(), asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: (stop if start.is_set() else start).set())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    url = f"http://127.0.0.1:{port}/api/v1/status"
+    headers_s: list[float] = []  # connect to the response headers: the document is built by then
+    last_byte_s: list[float] = []  # connect to the last byte
+    sizes: list[int] = []
+    bad: Counter[str] = Counter()
+    counts = Counter[str]()  # requests; polls skipped because the one before ran past them
+
+    async def get(session: aiohttp.ClientSession) -> None:
+        counts["requests"] += 1
+        began = time.perf_counter()
+        try:
+            async with session.get(url) as response:
+                headed = time.perf_counter()
+                body = await response.read()
+            done = time.perf_counter()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            bad[type(exc).__name__] += 1
+            return
+        headers_s.append(headed - began)
+        last_byte_s.append(done - began)
+        sizes.append(len(body))
+        if response.status != 200:
+            bad[f"HTTP {response.status}"] += 1
+            return
+        try:  # off the loop, so one client's parse does not sit in another's timing
+            document = await asyncio.to_thread(json.loads, body)
+        except ValueError:
+            bad["not JSON"] += 1
+            return
+        got = len(document.get("channels", ())) if isinstance(document, dict) else -1
+        if got != channels:
+            bad[f"{got} channels, not {channels}"] += 1
+
+    async def client(due: float) -> None:
+        # force_close: a new connection for every request, so each time includes the connect
+        connector = aiohttp.TCPConnector(force_close=True)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.0, due - time.monotonic()))
+                if stop.is_set():
+                    return
+                await get(session)
+                due += WEB_EVERY_S
+                while due < time.monotonic():  # a fixed pace: a slow answer skips, never bursts
+                    due += WEB_EVERY_S
+                    counts["late"] += 1
+
+    print(json.dumps({"ready": clients}), flush=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(start.wait(), life)
+    began = time.monotonic()
+    if start.is_set() and not stop.is_set():
+        stagger = WEB_EVERY_S / clients
+        tasks = [asyncio.create_task(client(began + n * stagger)) for n in range(clients)]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), life)
+        stop.set()
+        ended = time.monotonic()
+        await asyncio.gather(*tasks)  # the requests in flight finish: none counted as lost
+    else:
+        ended = began
+    result = {
+        "requests": counts["requests"],
+        "headers_s": headers_s,
+        "last_byte_s": last_byte_s,
+        "sizes": [min(sizes, default=0), max(sizes, default=0)],
+        "bad": dict(bad),
+        "late": counts["late"],
+        "seconds": ended - began,
+    }
+    print(json.dumps(result), flush=True)
+
+
+def start_web_child(
+    children: Children, port: int, channels: int, clients: int, life: int
+) -> subprocess.Popen[str]:
+    return children.start(
+        [
+            *(sys.executable, __file__, "--web-child", str(port), "--web", str(clients)),
+            *("--channels", str(channels), "--web-life", str(life)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -510,6 +628,7 @@ class Figures:
     drops: tuple[int, int] = (0, 0)  # UDP datagrams dropped: gateway socket, client socket
     cov_subscribe: dict[str, Any] = field(default_factory=dict)
     cov: dict[str, Any] = field(default_factory=dict)
+    web: dict[str, Any] = field(default_factory=dict)  # the web clients' result line
     others: dict[str, float] = field(default_factory=dict)  # CPU % of one core per process
     machine_busy: float = math.nan  # cores busy, whole machine
     loads: list[float] = field(default_factory=list)
@@ -537,13 +656,14 @@ async def measure(
     gateway: GatewayProcess,
     others: dict[str, int],
     cov: subprocess.Popen[str],
+    web: subprocess.Popen[str] | None,
     metrics_port: int,
     bacnet_port: int,
     channels: int,
     args: argparse.Namespace,
     figures: Figures,
 ) -> None:
-    """Warm up, then the steady window: RP load, scrapes, CPU and memory."""
+    """Warm up, then the steady window: RP load, scrapes, web clients, CPU and memory."""
     loop = asyncio.get_running_loop()
     transport, load = await loop.create_datagram_endpoint(
         lambda: Paced(rp_requests(points(channels)), ("127.0.0.1", bacnet_port)),
@@ -557,6 +677,8 @@ async def measure(
         gateway.check_alive()
         print(f"steady window {args.duration:g} s...", flush=True)
         cov.send_signal(signal.SIGUSR1)
+        if web is not None:
+            web.send_signal(signal.SIGUSR1)  # the status polling runs in the window only
         load.recording = True
         began = time.monotonic()
         cpu0 = cpu_seconds(gateway.pid)
@@ -599,6 +721,8 @@ async def measure(
             udp_drops(client_port) - drops0[1],
         )
         cov.send_signal(signal.SIGUSR1)
+        if web is not None:
+            web.send_signal(signal.SIGUSR1)
         load.recording = False
         load.result.seconds = window
         figures.rp, figures.rp_sent, figures.rp_skipped = load.result, load.sent, load.skipped
@@ -652,9 +776,18 @@ async def run(args: argparse.Namespace) -> Figures:
                 flush=True,
             )
             others = {"simulator": simulator_pid, "COV subscribers": cov.pid}
-            await measure(gateway, others, cov, metrics_port, bacnet_port, channels, args, figures)
+            web = None
+            if args.web:
+                web = start_web_child(children, metrics_port, channels, args.web, life)
+                read_json_line(web, 30, "the web clients")
+                others["web clients"] = web.pid
+            await measure(
+                gateway, others, cov, web, metrics_port, bacnet_port, channels, args, figures
+            )
             cov.terminate()
             figures.cov = read_json_line(cov, 15)
+            if web is not None:  # after its requests in flight, each bounded by 30 s
+                figures.web = read_json_line(web, 45, "the web clients")
             figures.stop_s = gateway.stop()
             figures.problems = gateway.problems
             if args.restart:
@@ -679,6 +812,44 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
+Row = tuple[str, str, str, bool | None]  # measure, target, measured, verdict (None: none)
+
+
+def web_rows(web: dict[str, Any], clients: int, channels: int) -> list[Row]:
+    """The status requests against their target; the request's time bounds the build time."""
+    last = [1000 * s for s in web.get("last_byte_s", [])]
+    headed = [1000 * s for s in web.get("headers_s", [])]
+    requests = int(web.get("requests", 0))
+    good = requests - sum(web.get("bad", {}).values())
+    p99 = percentile(last, 99)
+    smallest, largest = web.get("sizes", [0, 0])
+    size = f"{largest / 1e3:.0f} kB" + (
+        f" (min {smallest / 1e3:.0f})" if smallest != largest else ""
+    )
+    return [
+        (
+            f"/api/v1/status, {clients} clients p50 / p99",
+            "p99 < 50 ms",
+            f"{percentile(last, 50):.1f} / {p99:.1f} ms",
+            p99 < 50,
+        ),
+        (
+            "  max; to the headers p50 / p99",
+            "",
+            f"{max(last, default=math.nan):.0f}; {percentile(headed, 50):.1f} /"
+            f" {percentile(headed, 99):.1f} ms",
+            None,
+        ),
+        (
+            f"  200, JSON, {channels} channels",
+            "every answer",
+            f"{good} of {requests}",
+            requests > 0 and good == requests,
+        ),
+        ("  body", "", size, None),
+    ]
+
+
 def report(figures: Figures, args: argparse.Namespace) -> None:
     ms = [1000 * s for s in figures.rp.latencies]
     scrapes = [1000 * s for s in figures.scrapes]
@@ -693,7 +864,7 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
             checkpoint = f"{1000 * total / count:.1f} ms mean over {count:.0f}"
     up = min((sources_up(body) for body in bodies), default=0)
     p50, p99 = percentile(ms, 50), percentile(ms, 99)
-    rows = [
+    rows: list[Row] = [
         ("CPU, gateway process", "< 15 % of one core", f"{figures.cpu:.1f} %", figures.cpu < 15),
         (
             f"  max over {args.scrape_every:g} s slices",
@@ -752,6 +923,9 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
         ),
         ("start-up to all sources up", "", f"{figures.startup_sources:.2f} s", None),
     ]
+    if args.web:  # after the ReadProperty rows: the two figures to read together
+        at = next(i for i, row in enumerate(rows) if row[0].startswith("boundary lag"))
+        rows[at:at] = web_rows(figures.web, args.web, args.channels)
     if args.restart:
         rows.append(
             (
@@ -791,6 +965,25 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
             " acknowledged but did not deliver: same invoke id from the gateway within its 6 s"
             " duplicate window (the gateway numbers requests per peer: more than 256 to one"
             " peer in 6 s?)"
+        )
+    if args.web:
+        web = figures.web
+        requests, seconds = web.get("requests", 0), max(web.get("seconds", 0.0), 1e-9)
+        last = [1000 * s for s in web.get("last_byte_s", [])]
+        headed = [1000 * s for s in web.get("headers_s", [])]
+
+        def spread(values: list[float]) -> str:
+            return " / ".join(f"{percentile(values, q):.1f}" for q in (50, 90, 99, 100))
+
+        print(
+            f"web: {args.web} clients, each GET /api/v1/status every {WEB_EVERY_S:g} s,"
+            f" {WEB_EVERY_S / args.web:.2g} s apart, a new connection each time: {requests}"
+            f" requests in {seconds:.0f} s ({requests / seconds:.1f}/s), {web.get('late', 0)}"
+            f" polls skipped (the one before still running), bad answers:"
+            f" {web.get('bad') or 'none'}; connect to last byte p50 / p90 / p99 / max"
+            f" {spread(last)} ms, to the headers {spread(headed)} ms. The gateway neither logs"
+            " nor exposes the time it takes to build the document:"
+            " the time to the headers (connect, build, serialise) bounds it"
         )
     print(f"checkpoints: {checkpoint}; sources up at every scrape: {up}")
     print(
@@ -837,6 +1030,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pulse-rate", type=float, default=5.0, help="per counter, /s (5)")
     parser.add_argument("--scrape-every", type=float, default=15.0, help="s (15)")
     parser.add_argument(
+        "--web",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"N clients polling /api/v1/status every {WEB_EVERY_S:g} s in the window (0)",
+    )
+    parser.add_argument(
         "--no-restart", dest="restart", action="store_false", help="skip the restart timing"
     )
     parser.add_argument(
@@ -847,7 +1047,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cov-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--cov-instances", help=argparse.SUPPRESS)
     parser.add_argument("--cov-life", type=int, default=600, help=argparse.SUPPRESS)
+    parser.add_argument("--web-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--web-life", type=int, default=600, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.web_child:
+        asyncio.run(web_child(args.web_child, args.web, args.channels, args.web_life))
+        return 0
     if args.cov_child:
         instances = [int(i) for i in args.cov_instances.split(",")]
         asyncio.run(
@@ -864,11 +1069,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need 1 <= --subscriptions <= --channels")
     if not 0 < args.rate <= 5000:
         parser.error("--rate must be in (0, 5000]")
+    if args.web < 0:
+        parser.error("--web must be >= 0")
     print(
         f"bench/scale.py: {args.channels} channels, {args.rate:g} ReadProperty/s,"
         f" {args.subscriptions} {args.cov} COV subscriptions, a scrape every"
-        f" {args.scrape_every:g} s; {os.cpu_count()} CPUs, load average {loadavg():.2f},"
-        f" Python {sys.version.split()[0]}",
+        f" {args.scrape_every:g} s, {args.web} web clients; {os.cpu_count()} CPUs, load"
+        f" average {loadavg():.2f}, Python {sys.version.split()[0]}",
         flush=True,
     )
     try:
