@@ -766,6 +766,23 @@ async def test_two_thousand_channels_start_and_serve(tmp_path: Path) -> None:
                 await asyncio.wait_for(client.read(address, "device,599", "object-list", 0), WAIT_S)
                 == server.object_count
             )
+            # whole (110 kB, segmented) and by index, trend logs included
+            ack = await asyncio.wait_for(
+                client.read_property(address, "device,599", "object-list"), 4 * WAIT_S
+            )
+            raw = bytes(ack.property_value)  # bac-py decodes at most 10,000 values: by hand
+            assert len(raw) == 5 * server.object_count
+            listed = [
+                decode_object_identifier(raw[k + 1 : k + 5]) for k in range(0, len(raw), 5)
+            ]
+            assert len(set(listed)) == server.object_count
+            assert sum(1 for t, _ in listed if t == TREND_LOG) == 2 * 2000
+            last = await asyncio.wait_for(
+                client.read(address, "device,599", "object-list", server.object_count), WAIT_S
+            )
+            assert (int(last.object_type), last.instance_number) == listed[-1]
+            assert await read("trend-log,200002", "object-name") == "ch2000.demand_log"
+            assert await read("trend-log,200002", "record-count") == 0  # no database: empty
             for k in (1, 1000, 2000):
                 assert await read(f"ai,{100 * k + 1}", "object-name") == f"ch{k}.consumption"
                 assert await read(f"ai,{100 * k + 1}", "pv") == 0.0
