@@ -772,9 +772,7 @@ async def test_two_thousand_channels_start_and_serve(tmp_path: Path) -> None:
             )
             raw = bytes(ack.property_value)  # bac-py decodes at most 10,000 values: by hand
             assert len(raw) == 5 * server.object_count
-            listed = [
-                decode_object_identifier(raw[k + 1 : k + 5]) for k in range(0, len(raw), 5)
-            ]
+            listed = [decode_object_identifier(raw[k + 1 : k + 5]) for k in range(0, len(raw), 5)]
             assert len(set(listed)) == server.object_count
             assert sum(1 for t, _ in listed if t == TREND_LOG) == 2 * 2000
             last = await asyncio.wait_for(
