@@ -61,6 +61,7 @@ from gateway.store_rows import (
     _number,
     _rules_row,
     _state_row,
+    _terms,
 )
 from gateway.store_schema import (
     APPLICATION_ID,
@@ -321,6 +322,7 @@ class Store(ResetAudit, IntervalLog, BillingPeriods):
                 rules = ChannelRules(UNITS[unit], scale, window, slide, initial, lockout)
                 values = dict(zip(_STATE_FIELDS, states[channel_id], strict=True))
                 values["window_intervals"] = _intervals(values["window_intervals"])
+                values["more_terms"] = _terms(values["more_terms"])
                 state = ChannelState(**values)
             except (KeyError, ValueError, DemandError) as exc:
                 raise StoreError(

@@ -11,6 +11,7 @@ import json
 import math
 
 from gateway.core import ChannelRules, ChannelState
+from gateway.core.demand import TermState
 from gateway.store_schema import StoreError
 
 _STATE_FIELDS = ChannelState._fields
@@ -21,6 +22,7 @@ _STATE_REALS = frozenset(
 # positions in a state row, for the checkpoint's hot path (2,000 rows a second)
 _REAL_AT = tuple(i for i, name in enumerate(_STATE_FIELDS) if name in _STATE_REALS)
 _WINDOW_AT = _STATE_FIELDS.index("window_intervals")
+_TERMS_AT = _STATE_FIELDS.index("more_terms")
 _RULES_COLUMNS = (
     "unit, scale_factor, window_us, slide_us, initial_reading, reset_lockout_us, audit_from"
 )
@@ -60,7 +62,39 @@ def _state_row(state: ChannelState) -> tuple:
             values[at] = _float(_STATE_FIELDS[at], value)
     # the same text as json.dumps of the list of ints, without its per-call overhead
     values[_WINDOW_AT] = "[" + ", ".join([str(int(c)) for c in state.window_intervals]) + "]"
+    values[_TERMS_AT] = _terms_text(state.more_terms) if state.more_terms else "[]"
     return tuple(values)
+
+
+def _terms_text(terms: tuple[TermState, ...]) -> str:
+    """A virtual channel's further terms as JSON; floats as repr, exact both ways."""
+    rows = []
+    for term in terms:
+        factor = _float("a term's scale_factor", term.scale_factor)
+        rows.append(
+            [
+                factor,
+                term.pulses_total,
+                term.pulses_at_base,
+                list(term.window_intervals),
+                term.open_interval,
+                term.offline_since,
+            ]
+        )
+    return json.dumps(rows, allow_nan=False)
+
+
+def _terms(text: str) -> tuple[TermState, ...]:
+    rows = json.loads(text)
+    if not isinstance(rows, list):
+        raise ValueError("more_terms is not a list")
+    terms = []
+    for row in rows:
+        factor, total, at_base, window, open_interval, offline_since = row
+        if type(factor) is not float or not all(type(c) is int for c in window):
+            raise ValueError("more_terms holds a malformed term")
+        terms.append(TermState(factor, total, at_base, tuple(window), open_interval, offline_since))
+    return tuple(terms)
 
 
 def _float(name: str, value: float) -> float:

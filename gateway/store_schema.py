@@ -159,6 +159,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                     WHERE channel = NEW.channel AND end_us = NEW.end_us;
             END""",
     ),
+    (
+        # 7: the terms of a virtual channel after its first (TermState, JSON: a list of
+        # [scale_factor, pulses_total, pulses_at_base, window_intervals, open_interval,
+        # offline_since]); a physical channel has none.
+        "ALTER TABLE channel_state ADD COLUMN more_terms TEXT NOT NULL DEFAULT '[]'",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

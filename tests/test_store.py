@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway import store as store_module
 from gateway.core import Channel, ChannelState, Reading, ResetOutcome
-from gateway.core.demand import NEVER
+from gateway.core.demand import NEVER, TermState
 from gateway.store import (
     APPLICATION_ID,
     DB_NAME,
@@ -230,6 +230,19 @@ states = st.builds(
     period_base=finite_or_not,
     previous_period=finite_or_not,
     schedule_next=instants | st.just(NEVER),
+    # a virtual channel's further terms (scale factors are finite: the config checks them)
+    more_terms=st.lists(
+        st.builds(
+            TermState,
+            scale_factor=st.floats(allow_nan=False, allow_infinity=False),
+            pulses_total=counts,
+            pulses_at_base=counts,
+            window_intervals=st.lists(counts, max_size=24).map(tuple),
+            open_interval=counts,
+            offline_since=st.none() | instants,
+        ),
+        max_size=3,
+    ).map(tuple),
 )
 
 

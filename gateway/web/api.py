@@ -107,7 +107,11 @@ async def read(call: Callable[..., Any], *args: Any) -> Any:
 
 
 async def status(request: web.Request) -> web.Response:
-    return json_response(await request.app[SITE].status())
+    document = await request.app[SITE].status()  # taken on the loop, in one go
+    # about 900 kB at 2,000 channels: encoded by a worker thread, so BACnet requests do not
+    # wait behind it on the loop (the document is plain values nothing else changes)
+    text = await asyncio.to_thread(json.dumps, document, allow_nan=False, separators=(",", ":"))
+    return web.Response(text=text, content_type="application/json")
 
 
 async def channel(request: web.Request) -> web.Response:
