@@ -1016,7 +1016,9 @@ def test_summary_of_a_replay_config_has_channels_only() -> None:
 def test_the_bacnet_object_count_follows_the_channel_count() -> None:
     """1 device + 7 objects per channel + reset_all."""
     config = parse_config(VALID, purpose="run")
-    assert config.bacnet_object_count == 1 + 3 * (8 + 1 + 2) + 1 + 1  # AIs, reset, trend logs  # + the network-port object
+    assert (
+        config.bacnet_object_count == 1 + 3 * (8 + 1 + 2) + 1 + 1
+    )  # AIs, reset, trend logs  # + the network-port object
 
 
 @settings(max_examples=300, deadline=None)

@@ -662,7 +662,7 @@ def demo(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]
     state = base / "state"
     config["gateway"]["state_dir"] = str(state)
     config["bacnet"]["port"] = bacnet
-    config["metrics"]["listen"] = f"127.0.0.1:{metrics}"
+    config["http"]["listen"] = f"127.0.0.1:{metrics}"
     path = base / "demo.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     log = base / "demo.log"
