@@ -60,6 +60,7 @@ from gateway.store_rows import (
     _intervals,
     _number,
     _rules_row,
+    _rules_terms,
     _state_row,
     _terms,
 )
@@ -243,7 +244,8 @@ class Store(ResetAudit, IntervalLog, BillingPeriods):
             "rules": {c: _rules_row(rules) for c, (rules, _) in states.items()},
             "state": {c: _state_row(state) for c, (_, state) in states.items()},
             "mark": {
-                c: (m.end, m.pulses_total, float(m.consumption_total))
+                # a virtual channel's mark counts no pulses: 0 (the column is NOT NULL)
+                c: (m.end, m.pulses_total or 0, float(m.consumption_total))
                 for c, m in (marks or {}).items()
                 if c in states
             },
@@ -317,9 +319,11 @@ class Store(ResetAudit, IntervalLog, BillingPeriods):
         if not saved_at and not rules_rows:
             return None
         channels = {}
-        for channel_id, unit, scale, window, slide, initial, lockout, _ in rules_rows:
+        for channel_id, unit, scale, window, slide, initial, lockout, terms, _ in rules_rows:
             try:
-                rules = ChannelRules(UNITS[unit], scale, window, slide, initial, lockout)
+                rules = ChannelRules(
+                    UNITS[unit], scale, window, slide, initial, lockout, terms=_rules_terms(terms)
+                )
                 values = dict(zip(_STATE_FIELDS, states[channel_id], strict=True))
                 values["window_intervals"] = _intervals(values["window_intervals"])
                 values["more_terms"] = _terms(values["more_terms"])

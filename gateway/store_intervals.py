@@ -41,11 +41,11 @@ class IntervalLog(StoreConnection):
                         r.channel,
                         r.end,
                         r.start,
-                        r.pulses,
+                        r.pulses or 0,  # a virtual channel counts no pulses of its own
                         float(r.consumption),
                         _float("average_demand", r.average_demand),
                         int(r.estimated),
-                        r.pulses_total,
+                        r.pulses_total or 0,
                         float(r.consumption_total),
                     )
                     for r in records

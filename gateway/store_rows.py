@@ -24,16 +24,16 @@ _REAL_AT = tuple(i for i, name in enumerate(_STATE_FIELDS) if name in _STATE_REA
 _WINDOW_AT = _STATE_FIELDS.index("window_intervals")
 _TERMS_AT = _STATE_FIELDS.index("more_terms")
 _RULES_COLUMNS = (
-    "unit, scale_factor, window_us, slide_us, initial_reading, reset_lockout_us, audit_from"
+    "unit, scale_factor, window_us, slide_us, initial_reading, reset_lockout_us, terms, audit_from"
 )
 
 _CHANNEL_UPSERT = (
-    f"INSERT INTO channels (id, {_RULES_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?,"
+    f"INSERT INTO channels (id, {_RULES_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
     " (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'resets'))"
     " ON CONFLICT (id) DO UPDATE SET unit = excluded.unit,"
     " scale_factor = excluded.scale_factor, window_us = excluded.window_us,"
     " slide_us = excluded.slide_us, initial_reading = excluded.initial_reading,"
-    " reset_lockout_us = excluded.reset_lockout_us"
+    " reset_lockout_us = excluded.reset_lockout_us, terms = excluded.terms"
 )
 _STATE_REPLACE = (
     f"INSERT OR REPLACE INTO channel_state (channel, {', '.join(_STATE_FIELDS)})"
@@ -42,7 +42,8 @@ _STATE_REPLACE = (
 
 
 def _rules_row(rules: ChannelRules) -> tuple:
-    """The rules' column values (ChannelRules holds no NaN)."""
+    """The rules' column values (ChannelRules holds no NaN); a virtual channel's terms as
+    JSON."""
     return (
         rules.unit.name,
         float(rules.scale_factor),
@@ -50,7 +51,18 @@ def _rules_row(rules: ChannelRules) -> tuple:
         rules.slide,
         float(rules.initial_reading),
         rules.reset_lockout,
+        json.dumps([list(term) for term in rules.terms]) if rules.terms else "[]",
     )
+
+
+def _rules_terms(text: str) -> tuple[tuple[str, int], ...]:
+    rows = json.loads(text)
+    if not isinstance(rows, list) or not all(
+        isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and r[1] in (1, -1)
+        for r in rows
+    ):
+        raise ValueError("terms is not a list of [channel, +1 or -1]")
+    return tuple((channel, sign) for channel, sign in rows)
 
 
 def _state_row(state: ChannelState) -> tuple:

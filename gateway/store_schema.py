@@ -160,9 +160,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             END""",
     ),
     (
-        # 7: the terms of a virtual channel after its first (TermState, JSON: a list of
+        # 7: virtual channels. Their rules name their terms (JSON [[channel, +1 or -1], ...]),
+        # and their state holds the terms after the first (TermState, JSON: a list of
         # [scale_factor, pulses_total, pulses_at_base, window_intervals, open_interval,
-        # offline_since]); a physical channel has none.
+        # offline_since]); a physical channel has neither ('[]'). A virtual channel counts no
+        # pulses of its own: its interval records and marks hold 0 in the pulse columns.
+        "ALTER TABLE channels ADD COLUMN terms TEXT NOT NULL DEFAULT '[]'",
         "ALTER TABLE channel_state ADD COLUMN more_terms TEXT NOT NULL DEFAULT '[]'",
     ),
 )
