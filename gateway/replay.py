@@ -156,11 +156,8 @@ def _run(
                 count = int(value) if value.isdigit() and value.isascii() else 0
                 if count < 1:
                     count = _count(value, minimum=1)
-                channel = _known(channel, channels)
-                if channel in engine.routed:  # a virtual channel's term (or one): the engine
-                    engine.pulses(channel, t, count)  # passes pulses on, or refuses them
-                else:
-                    engine.channels[channel].pulses(t, count)
+                # (through the engine for a virtual channel's term: it passes them on)
+                engine.feeds[_known(channel, channels)](t, count)
             elif event == "reset":
                 _empty(value, event)
                 channel = _known(channel, channels)

@@ -204,9 +204,14 @@ def test_a_virtual_channel_takes_no_events_of_its_own() -> None:
     ):
         with pytest.raises(DemandError, match="virtual"):
             call()
-    # replay sends these through the engine; any other channel's pulses may go straight to it
-    assert engine.routed == {"a", "v"}
     assert engine.channels["v"].state() == Channel(virtual(("a", 1)), START, (1.0,)).state()
+    # replay feeds pulses through the engine to a term (and to a virtual channel, which refuses
+    # them); any other channel's go straight to it
+    assert engine.feeds["x"] == engine.channels["x"].pulses
+    with pytest.raises(DemandError, match="virtual"):
+        engine.feeds["v"](START, 1)
+    engine.feeds["a"](START, 3)
+    assert engine.channels["v"].consumption == 3.0
 
 
 @pytest.mark.parametrize(
@@ -301,7 +306,8 @@ def test_a_new_term_list_starts_a_new_window_and_keeps_peaks_and_consumption() -
     after = {clock: d for clock, d in run.demand("v").items() if clock >= "00:20"}
     assert after == {"00:20": None, "00:25": None, "00:30": (1 + 4) * 6.0}
     assert run.rows("v")["00:30"].consumption == 18.0 + 2.0 + 1.0 + 4.0
-    assert run.engine.routed == {"a", "b", "v"}
+    run.engine.feeds["b"](at("00:30:00"), 1)  # the new term's pulses reach the virtual channel
+    assert run.engine.channels["v"].consumption == 25.0 + 2.0
 
 
 def test_a_virtual_channel_added_by_a_reload_follows_its_terms_outages() -> None:

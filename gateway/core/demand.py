@@ -323,8 +323,9 @@ class Channel:
         total = (
             self.consumption_base + (self.pulses_total - self._pulses_at_base) * self.scale_factor
         )
-        for term in self._more:  # term order, so the sum is the same float every time
-            total += (term.pulses_total - term.pulses_at_base) * term.factor
+        if self._more:
+            for term in self._more:  # term order, so the sum is the same float every time
+                total += (term.pulses_total - term.pulses_at_base) * term.factor
         return total
 
     @property
@@ -654,11 +655,12 @@ class Channel:
         ring[pos] = closed
         self._open_interval = 0
         more = self._more
-        for record in more:
-            closed = record.open_interval
-            record.window_pulses += closed - record.ring[pos]
-            record.ring[pos] = closed
-            record.open_interval = 0
+        if more:
+            for record in more:
+                closed = record.open_interval
+                record.window_pulses += closed - record.ring[pos]
+                record.ring[pos] = closed
+                record.open_interval = 0
         self._ring_pos = pos + 1 if pos + 1 < len(ring) else 0
         self.next_boundary = b + rules.slide
         if (
@@ -668,8 +670,9 @@ class Channel:
         ):
             # the window's contribution: counts times factors, term by term in order
             contribution = self._window_pulses * self.scale_factor
-            for record in more:
-                contribution += record.window_pulses * record.factor
+            if more:
+                for record in more:
+                    contribution += record.window_pulses * record.factor
             demand = contribution * rules.unit.units_scale / (rules.window / MICROS_PER_SECOND)
             self.demand = demand
             self._last_valid_demand = demand

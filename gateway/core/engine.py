@@ -15,9 +15,10 @@ channel too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import tzinfo
+from functools import partial
 from typing import NamedTuple
 
 from gateway.core.demand import (
@@ -77,10 +78,10 @@ class Engine:
         "_order",
         "_routes",
         "channels",
+        "feeds",
         "next_due",
         "next_fire",
         "now",
-        "routed",
         "start",
     )
 
@@ -94,10 +95,11 @@ class Engine:
         self.start = start
         self.now = start
         self._routes: dict[str, tuple[tuple[Channel, int], ...]] = {}
-        # the channels whose pulses must go through ``pulses``: the terms of virtual channels
-        # (the engine passes them on) and the virtual channels (which take none); any other
-        # channel's pulses may go straight to it
-        self.routed: frozenset[str] = frozenset()
+        # per channel, what takes its pulses (t, count) on a hot path like replay's: the
+        # channel's own ``pulses`` (it still refuses an event out of order or past an unclosed
+        # boundary), or ``Engine.pulses`` for a term of a virtual channel (it passes them on)
+        # and for a virtual channel (it refuses them)
+        self.feeds: dict[str, Callable[[Instant, int], None]] = {}
         self._channels_changed()
 
     @classmethod
@@ -180,7 +182,14 @@ class Engine:
                 for term, (term_id, _) in enumerate(channel.rules.terms):
                     routes.setdefault(term_id, []).append((channel, term))
         self._routes = {term_id: tuple(targets) for term_id, targets in routes.items()}
-        self.routed = frozenset([*virtual, *routes])
+        self.feeds = {
+            channel_id: (
+                partial(self.pulses, channel_id)
+                if channel_id in routes or channel.rules.terms
+                else channel.pulses
+            )
+            for channel_id, channel in self._order
+        }
         self._times_changed()
 
     def _source(self, channel_id: str) -> Channel:
