@@ -92,6 +92,7 @@ from gateway.config_source_types import (
     check_shared_inputs,
 )
 from gateway.config_sources import read_sources
+from gateway.config_virtual import check_terms
 from gateway.core import ResetSchedule
 
 __all__ = [
@@ -206,6 +207,7 @@ def parse_config(text: str, file: str = "<config>", *, purpose: Purpose = "repla
         drafts: list[_Draft] = []
     else:
         drafts = _channels(reader, channels_node, types if run else None)
+    check_terms(reader, drafts)  # before the checks that count on sound channels
     _check_import_ids(reader, drafts)
     if run:
         _check_bacnet_instances(reader, drafts)

@@ -28,6 +28,7 @@ from gateway.config_settings import (
 )
 from gateway.config_source_types import PointConfig
 from gateway.config_sources import read_point
+from gateway.config_virtual import VirtualTerms, read_virtual
 from gateway.core import UNITS, ChannelRules, ResetSchedule, Span, Unit, format_duration
 from gateway.core.timeline import MICROS_PER_SECOND
 
@@ -47,6 +48,9 @@ class _Draft:
     config: ChannelConfig | None = None
     # the channel's own reset_schedule (None: not given, the gateway's default applies)
     schedule: ScheduleSetting | None = None
+    virtual: VirtualTerms | None = None  # what its virtual: key names, checked across channels
+    id: str | None = None  # as read (None if bad), for the cross-checks
+    unit: Unit | None = None
 
     @property
     def point(self) -> tuple[str, Node, PointConfig] | None:
@@ -93,7 +97,16 @@ def _channel(
     reader = entries.reader
     import_id = entries.get("import_id", partial(_import_id, reader), channel_id)
     unit = entries.get("unit", partial(_unit, reader), required=True)
-    scale = entries.get("scale_factor", partial(reader.number, above=0), required=True)
+    virtual = read_virtual(entries)
+    if virtual is None:
+        scale = entries.get("scale_factor", partial(reader.number, above=0), required=True)
+    else:  # its terms count, each with its own scale factor and source
+        scale = 1.0
+        for key in ("scale_factor", "source"):
+            if key in entries:
+                entries.problem(
+                    key, f"a virtual channel has no {key}: its terms count, with their own"
+                )
     window = entries.get("demand_window", reader.duration, required=True)
     slide = entries.get("demand_slide", reader.duration, required=True)
     if slide is not None and (slide < MICROS_PER_SECOND or slide % MICROS_PER_SECOND):
@@ -117,10 +130,19 @@ def _channel(
     schedule: ScheduleSetting | None = entries.get(
         "reset_schedule", partial(read_reset_schedule, reader)
     )
-    draft = _Draft(entries.path, entries.node, entries, base, schedule=schedule)
+    draft = _Draft(
+        entries.path,
+        entries.node,
+        entries,
+        base,
+        schedule=schedule,
+        virtual=virtual,
+        id=channel_id,
+        unit=unit,
+    )
 
     point: PointConfig | None = None
-    if types is not None:  # run: every channel counts the pulses of a source
+    if types is not None and virtual is None:  # run: a physical channel counts a source's pulses
         point_node = entries.value_node("source")
         if point_node is None:
             entries.problem("source", "required key is missing")
@@ -130,11 +152,15 @@ def _channel(
         return draft
     if window is None or slide is None or initial is None or lockout is None:
         return draft
-    if interval is None or cov is None or base is None or (types is not None and point is None):
+    needs_point = types is not None and virtual is None
+    if interval is None or cov is None or base is None or (needs_point and point is None):
+        return draft
+    if virtual is not None and not virtual.terms:
         return draft
     if trend_log is None:
         return draft
-    rules = ChannelRules(unit, scale, window, slide, initial, lockout)  # all checked above
+    terms = () if virtual is None else virtual.terms
+    rules = ChannelRules(unit, scale, window, slide, initial, lockout, terms=terms)  # checked
     draft.config = ChannelConfig(
         channel_id, import_id, rules, point, cov, base, interval, trend_log=trend_log
     )

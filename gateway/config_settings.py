@@ -21,7 +21,7 @@ from gateway.core.timeline import MICROS_PER_SECOND
 DEFAULT_RETENTION = 400 * 86400 * MICROS_PER_SECOND
 BACNET_PORT = 47808
 MAX_INSTANCE = 4194302  # 2**22 - 2: 4194303 is the "any instance" wildcard (ASHRAE 135 12.11)
-OBJECTS_PER_CHANNEL = 8  # analog-inputs base+1..base+8 (and one binary-value at base+1)
+OBJECTS_PER_CHANNEL = 9  # analog-inputs base+1..base+9 (and one binary-value at base+1)
 TREND_LOGS_PER_CHANNEL = 2  # trend-logs base+1 (consumption) and base+2 (demand)
 DEFAULT_INTERVAL: Span = 15 * 60 * MICROS_PER_SECOND
 DEFAULT_GATEWAY_NAME = "pulse-gateway"
@@ -133,7 +133,7 @@ class ChannelConfig:
     rules: ChannelRules = field(
         metadata=yaml_key(
             *("unit", "scale_factor", "demand_window", "demand_slide"),
-            *("initial_reading", "reset_lockout", "reset_schedule"),
+            *("initial_reading", "reset_lockout", "reset_schedule", "virtual"),
         )
     )
     source: PointConfig | None = None
@@ -179,7 +179,7 @@ class Config:
 
     @property
     def bacnet_object_count(self) -> int:
-        """Device + 8 analog-inputs, a reset binary-value and (unless ``trend_log: false``) two
+        """Device + 9 analog-inputs, a reset binary-value and (unless ``trend_log: false``) two
         trend-logs per channel + reset_all + the B/IP network-port object (which bacpypes3
         binds through)."""
         per_channel = sum(
@@ -223,6 +223,9 @@ class Config:
                     line += " (no trend logs)"
             if channel.source is not None:
                 line += f", source {describe_point(channel.source)}"
+            if rules.terms:
+                sums = " ".join(f"{'+' if sign > 0 else '-'} {term}" for term, sign in rules.terms)
+                line += f", virtual {sums.removeprefix('+ ')}"
             lines.append(line)
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)

@@ -29,8 +29,9 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.core import Channel, Unit
+from gateway.core import Channel, Instant, Unit
 from gateway.core.demand import NEVER
+from gateway.readings import projected
 
 __all__ = ["GatewayCollector", "GatewayView", "Metrics"]
 
@@ -64,6 +65,10 @@ class GatewayView(Protocol):
     def checksum_ok(self) -> Mapping[str, bool]:
         """Per channel, whether its reset checksum holds (checked at start, after resets,
         hourly)."""
+        ...
+
+    def latest_time(self) -> Instant:
+        """The gateway's time as of its last clock reading (projected demand is read at it)."""
         ...
 
     def source_counters(self) -> Mapping[str, Mapping[str, int]]:
@@ -116,6 +121,13 @@ def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
         "cumulative_demand": gauge(
             "cumulative_demand",
             f"Sum of the peak demands at every accepted reset, {per_unit} (e.g. kilowatts).",
+            "channel",
+            "unit",
+        ),
+        "projected_demand": gauge(
+            "projected_demand",
+            f"The demand the next slide boundary will show if the current slide's rate holds,"
+            f" {per_unit}; NaN while not available (the first tenth of a slide, an outage).",
             "channel",
             "unit",
         ),
@@ -187,34 +199,22 @@ def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
     }
 
 
+type ChannelRow = tuple[
+    str, str, str, int | None, float, float | None, float, float, float, int, int, bool,
+    float, float, float | None, float | None, float | None,
+]  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayReading:
     """The numbers of one scrape, copied from the view: plain values a thread may format."""
 
-    # per channel: id, consumption unit, demand unit, pulses, consumption, demand (None when
-    # not available), peak, previous peak, cumulative demand, resets, lockout rejections,
-    # online, period consumption, previous period's, peak time and next scheduled reset (None:
-    # none), in seconds
-    channels: list[
-        tuple[
-            str,
-            str,
-            str,
-            int,
-            float,
-            float | None,
-            float,
-            float,
-            float,
-            int,
-            int,
-            bool,
-            float,
-            float,
-            float | None,
-            float | None,
-        ]
-    ]
+    # per channel: id, consumption unit, demand unit, pulses (None for a virtual channel: it
+    # counts no pulses of its own), consumption, demand (None when not available), peak,
+    # previous peak, cumulative demand, resets, lockout rejections, online, period
+    # consumption, previous period's, peak time and next scheduled reset in seconds (None:
+    # none), projected demand (None when not available)
+    channels: list[ChannelRow]
     rejections: list[tuple[tuple[str, str], int]]
     sources: list[tuple[str, bool]]
     lag: float
@@ -236,13 +236,14 @@ class GatewayCollector(Collector):
     def read(self) -> GatewayReading:
         """Every number of a scrape, as of now: call it on the loop that drives the engine."""
         view = self._view
+        now = view.latest_time()
         return GatewayReading(
             channels=[
                 (
                     channel_id,
                     unit.consumption,
                     unit.demand,
-                    c.pulses_total,
+                    None if c.rules.terms else c.pulses_total,
                     c.consumption,
                     c.demand,
                     c.peak_demand,
@@ -255,6 +256,7 @@ class GatewayCollector(Collector):
                     c.previous_period,
                     None if (peak_time := c.peak_time) is None else peak_time / 1e6,
                     None if (due := c.schedule_next) == NEVER else due / 1e6,
+                    projected(c, now),
                 )
                 for channel_id, unit, c in view.channel_readings()
             ],
@@ -287,7 +289,8 @@ class GatewayCollector(Collector):
             channel_id, consumption_unit, demand_unit = row[0], row[1], row[2]
             consumption_labels = [channel_id, consumption_unit]
             demand_labels = [channel_id, demand_unit]
-            pulses.add_metric([channel_id], row[3])
+            if row[3] is not None:
+                pulses.add_metric([channel_id], row[3])
             consumption.add_metric(consumption_labels, row[4])
             demand.add_metric(demand_labels, math.nan if row[5] is None else row[5])
             peak.add_metric(demand_labels, row[6])
@@ -303,6 +306,9 @@ class GatewayCollector(Collector):
                 f["peak_time"].add_metric([channel_id], row[14])
             if row[15] is not None:
                 f["next_reset"].add_metric([channel_id], row[15])
+            f["projected_demand"].add_metric(
+                demand_labels, math.nan if row[16] is None else row[16]
+            )
         for (channel_id, reason), count in reading.rejections:
             # The engine's count is the one truth for lockouts; a second "lockout" sample
             # would be a duplicate series, which Prometheus rejects.

@@ -77,6 +77,11 @@ class GatewayView:
     def live_channels(self) -> Mapping[str, Channel]:
         return self.engine.channels
 
+    def latest_time(self) -> Instant:
+        """The gateway's time as of its last clock reading (every event and tick takes one,
+        after closing the boundaries due); reading it changes nothing."""
+        return self.feed.timeline.now
+
     def channel_readings(self) -> Iterator[tuple[str, Unit, Channel]]:
         for channel_id, channel in self.engine.channels.items():
             yield channel_id, channel.rules.unit, channel

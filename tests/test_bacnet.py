@@ -27,6 +27,7 @@ from bac_py.types.enums import ErrorCode, PropertyIdentifier
 
 from gateway.bacnet.server import COV_BATCH
 from gateway.bacnet.startup import default_gateway, dns_servers
+from gateway.readings import projected
 from tests.bacnet_support import (
     APP_NULL,
     VERSION,
@@ -58,14 +59,15 @@ MEASURES = (
     "reset_count",
     "period_consumption",
     "previous_period_consumption",
+    "projected_demand",
 )
 # the objects of one channel: an analog input per measure, the reset binary-value and the two
 # trend logs
 PER_CHANNEL = len(MEASURES) + 1 + 2
 KWH, KW, GAL, GPM, NO_UNITS = 19, 48, 83, 89, 95  # BACnetEngineeringUnits
 UNITS = {
-    "e": [KWH, KW, KW, KW, KW, NO_UNITS, KWH, KWH],
-    "w": [GAL, GPM, GPM, GPM, GPM, NO_UNITS, GAL, GAL],
+    "e": [KWH, KW, KW, KW, KW, NO_UNITS, KWH, KWH, KW],
+    "w": [GAL, GPM, GPM, GPM, GPM, NO_UNITS, GAL, GAL, GPM],
 }
 BASES = {"e": 100, "w": 200}
 
@@ -92,6 +94,7 @@ def engine_values(rig_: Rig, channel_id: str) -> list[float]:
         float(channel.reset_count),
         channel.period_consumption,
         channel.previous_period,
+        projected(channel, rig_.gateway.latest_time()) or 0.0,  # 0 while not available
     ]
 
 

@@ -33,8 +33,8 @@ def test_check_prints_a_summary_of_a_good_config(capsys) -> None:
     """`check` on the demo config exits 0 and names its channels and object count."""
     code, out, err = run_cli(capsys, "check", "-c", str(DEMO_CONFIG))
     assert (code, err) == (0, "")
-    # per channel 8 analog inputs, a reset and 2 trend logs; device, reset_all, network port
-    assert out.startswith(f"OK {DEMO_CONFIG}: 4 channels, 1 source, 47 BACnet objects")
+    # per channel 9 analog inputs, a reset and 2 trend logs; device, reset_all, network port
+    assert out.startswith(f"OK {DEMO_CONFIG}: 4 channels, 1 source, 51 BACnet objects")
     for channel in ("electric", "gas", "water", "steam"):
         assert f"channel {channel}:" in out
 

@@ -529,7 +529,7 @@ BROKEN = [
         32,
         27,
         "channels[2].bacnet_instance_base",
-        "objects 204..211 overlap 201..208 of channels[1] (line 23)",
+        "objects 204..212 overlap 201..209 of channels[1] (line 23)",
         id="base-overlaps-default-base",
     ),
     pytest.param(
@@ -538,7 +538,7 @@ BROKEN = [
         20,
         27,
         "channels[0].bacnet_instance_base",
-        "between 0 and 4194294",
+        "between 0 and 4194293",
         id="base-beyond-last-instance",
     ),
     pytest.param(
@@ -762,8 +762,8 @@ def test_an_explicit_base_is_blamed_even_when_it_comes_first() -> None:
         broken(("scale_factor: 0.5", "scale_factor: 0.5\n    bacnet_instance_base: 298"))
     )
     assert found == [
-        "site.yaml:20:27: channels[0].bacnet_instance_base: objects 299..306 overlap 301..308 "
-        "of channels[2] (line 30); bases must be at least 8 apart"
+        "site.yaml:20:27: channels[0].bacnet_instance_base: objects 299..307 overlap 301..309 "
+        "of channels[2] (line 30); bases must be at least 9 apart"
     ]
 
 
@@ -957,19 +957,19 @@ def test_a_bom_and_an_unreadable_file_are_handled(tmp_path: Path) -> None:
 def test_summary_lists_the_gateway_sources_and_channels() -> None:
     """check prints counts, the BACnet device and one line per source and channel."""
     assert parse_config(VALID, "site.yaml", purpose="run").summary().splitlines() == [
-        "OK site.yaml: 3 channels, 3 sources, 36 BACnet objects (device 7 at 127.0.0.1/8:47808)",
+        "OK site.yaml: 3 channels, 3 sources, 39 BACnet objects (device 7 at 127.0.0.1/8:47808)",
         f"  gateway 'test-site': state in {Path.cwd() / 'state'}, timezone UTC, "
         "http at 127.0.0.1:9842",
         "  bacnet 'pulse-gateway 7': resets allowed from 127.0.0.0/8",
         "  source sim: simulated (seed 1)",
         "  source plc: modbus-tcp 10.0.0.5:502 unit 3, poll every 2s",
         "  source pins: gpio /dev/gpiochip0",
-        "  channel elec: kWh, window 15min / slide 5min, interval 15min, BACnet 101..108, "
+        "  channel elec: kWh, window 15min / slide 5min, interval 15min, BACnet 101..109, "
         "source plc input 0 u32 high word first counter",
-        "  channel gas: cubic_feet, window 1h / slide 15min, interval 15min, BACnet 201..208, "
+        "  channel gas: cubic_feet, window 1h / slide 15min, interval 15min, BACnet 201..209, "
         "source pins line 17 falling, debounce 10ms",
         "  channel water: us_gallons, window 15min / slide 15min, interval 15min, "
-        "BACnet 301..308, source sim 0.2 pulses/s poisson",
+        "BACnet 301..309, source sim 0.2 pulses/s poisson",
         "note: metrics: is the older name of http:; it still works, rename it",
     ]
 
@@ -1017,7 +1017,7 @@ def test_the_bacnet_object_count_follows_the_channel_count() -> None:
     """1 device + 7 objects per channel + reset_all."""
     config = parse_config(VALID, purpose="run")
     assert (
-        config.bacnet_object_count == 1 + 3 * (8 + 1 + 2) + 1 + 1
+        config.bacnet_object_count == 1 + 3 * (9 + 1 + 2) + 1 + 1
     )  # AIs, reset, trend logs  # + the network-port object
 
 

@@ -368,6 +368,9 @@ class MetricsView:
     def reset_rejections(self) -> Mapping[tuple[str, str], int]:
         return {("main_electric", "not_allowed"): 2, ("gas", "bad_value"): 1}
 
+    def latest_time(self) -> int:
+        return self.engine.now
+
     def boundary_lag_seconds(self) -> float:
         return 0.004
 

@@ -71,6 +71,9 @@ class View:
     def boundary_lag_seconds(self) -> float:
         return self.lag
 
+    def latest_time(self) -> int:
+        return 0 if self.engine is None else self.engine.now
+
     def source_counters(self) -> Mapping[str, Mapping[str, int]]:
         return self.counters
 

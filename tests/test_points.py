@@ -17,7 +17,7 @@ from tests.helpers import DEMO_CONFIG
 
 
 def test_points_lists_the_object_map_of_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
-    """Device, reset_all, then per channel eight analog inputs at base+1..+8, its reset and its
+    """Device, reset_all, then per channel nine analog inputs at base+1..+9, its reset and its
     two trend logs."""
     assert main(["points", "-c", str(DEMO_CONFIG)]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
@@ -32,6 +32,7 @@ def test_points_lists_the_object_map_of_the_demo(capsys: pytest.CaptureFixture[s
         ("analog-input", "206", "no-units"),
         ("analog-input", "207", "cubic-feet"),
         ("analog-input", "208", "cubic-feet"),
+        ("analog-input", "209", "cubic-feet-per-minute"),
         ("binary-value", "201", ""),
         ("trend-log", "201", "cubic-feet"),
         ("trend-log", "202", "cubic-feet-per-minute"),

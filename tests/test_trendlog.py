@@ -368,9 +368,9 @@ async def test_trend_log_false_leaves_the_channel_without_trend_logs() -> None:
         ("trend-log", 102, "a.demand_log"),
     ]
     assert all(p.object_type != "trend-log" for p in channel_points(b))
-    assert config.bacnet_object_count == 1 + 11 + 9 + 1 + 1
+    assert config.bacnet_object_count == 1 + 12 + 10 + 1 + 1
     summary = config.summary().splitlines()
-    assert summary[0].startswith("OK <config>: 2 channels, 1 source, 23 BACnet objects")
+    assert summary[0].startswith("OK <config>: 2 channels, 1 source, 25 BACnet objects")
     assert [line for line in summary if "no trend logs" in line] == [
         next(line for line in summary if line.startswith("  channel b:"))
     ]

@@ -59,10 +59,11 @@ from bacpypes3.primitivedata import CharacterString, ObjectIdentifier, ObjectTyp
 
 from gateway.bacnet.cov import LiveCriteria
 from gateway.bacnet.points import Measure, Point
+from gateway.readings import projected
 
 if TYPE_CHECKING:
     from gateway.config import ChannelConfig
-    from gateway.core import Channel
+    from gateway.core import Channel, Instant
 
 # instances, not the class attributes: those are plain ints that bacpypes3 cannot encode
 NO_FAULT = Reliability("noFaultDetected")
@@ -89,6 +90,7 @@ _READERS: dict[Measure, Callable[[Channel], float]] = {
     Measure.RESET_COUNT: lambda c: float(c.reset_count),
     Measure.PERIOD_CONSUMPTION: lambda c: c.period_consumption,
     Measure.PREVIOUS_PERIOD_CONSUMPTION: lambda c: c.previous_period,
+    # PROJECTED_DEMAND needs the gateway's time: ChannelLink.projected
 }
 
 
@@ -100,11 +102,17 @@ class ChannelLink:
     nothing needs re-pointing; no such channel shows as a configuration-error fault.
     """
 
-    __slots__ = ("_channels", "config", "inputs", "reset", "trends")
+    __slots__ = ("_channels", "config", "inputs", "latest_time", "reset", "trends")
 
-    def __init__(self, config: ChannelConfig, channels: Mapping[str, Channel]) -> None:
+    def __init__(
+        self,
+        config: ChannelConfig,
+        channels: Mapping[str, Channel],
+        latest_time: Callable[[], Instant],
+    ) -> None:
         self.config = config
         self._channels = channels
+        self.latest_time = latest_time  # the gateway's time, for projected demand
         self.inputs: dict[Measure, ChannelInput] = {}
         self.reset: ResetValue | None = None
         self.trends: dict[Measure, Any] = {}  # the trend logs (gateway.bacnet.trendlog)
@@ -121,7 +129,12 @@ class ChannelLink:
             return COMMUNICATION_FAILURE
         if measure is Measure.DEMAND and channel.demand is None:
             return UNRELIABLE_OTHER
+        if measure is Measure.PROJECTED_DEMAND and self.projected(channel) is None:
+            return UNRELIABLE_OTHER
         return NO_FAULT
+
+    def projected(self, channel: Channel) -> float | None:
+        return projected(channel, self.latest_time())
 
     def objects(self) -> list[Any]:
         """Every object of this channel (analog inputs, the reset binary-value, trend logs)."""
@@ -189,7 +202,11 @@ class ChannelInput(LiveStatus, GatewayObject, AnalogInputObject):
 
     def live_value(self) -> float:
         channel = self._link.channel
-        return 0.0 if channel is None else self._read(channel)
+        if channel is None:
+            return 0.0
+        if self._measure is Measure.PROJECTED_DEMAND:  # 0 while not available (a fault)
+            return self._link.projected(channel) or 0.0
+        return self._read(channel)
 
     def live_reliability(self) -> Reliability:
         return self._link.reliability(self._measure)
@@ -388,7 +405,7 @@ class ObjectFactory:
         attributes["covIncrement"] = Real(point.cov_increment)
         attributes["_link"] = link
         attributes["_measure"] = point.measure
-        attributes["_read"] = _READERS[point.measure]
+        attributes["_read"] = _READERS.get(point.measure)
         attributes["_increment"] = point.cov_increment
         return obj
 

@@ -7,9 +7,10 @@ This module imports nothing from bacpypes3.
 Channel k (config order) has ``base = 100 * k`` unless it sets ``bacnet_instance_base`` (the
 config loader resolves it into ``ChannelConfig.bacnet_instance_base``):
 
-    analog-input base+1..base+8   {id}.consumption, .demand, .peak_demand,
+    analog-input base+1..base+9   {id}.consumption, .demand, .peak_demand,
                                   .previous_peak_demand, .cumulative_demand, .reset_count,
-                                  .period_consumption, .previous_period_consumption
+                                  .period_consumption, .previous_period_consumption,
+                                  .projected_demand
     binary-value base+1           {id}.reset     write active = reset this channel
     trend-log base+1, base+2      {id}.consumption_log, {id}.demand_log: the interval records
                                   (unless the channel says ``trend_log: false``)
@@ -48,6 +49,7 @@ class Measure(enum.IntEnum):
     RESET_COUNT = 6
     PERIOD_CONSUMPTION = 7
     PREVIOUS_PERIOD_CONSUMPTION = 8
+    PROJECTED_DEMAND = 9
 
     @property
     def suffix(self) -> str:
@@ -64,6 +66,8 @@ _DESCRIPTIONS = {
     Measure.RESET_COUNT: "accepted resets",
     Measure.PERIOD_CONSUMPTION: "consumption since the last accepted reset (this billing period)",
     Measure.PREVIOUS_PERIOD_CONSUMPTION: "consumption of the last closed billing period",
+    Measure.PROJECTED_DEMAND: "demand the next boundary will show if the current rate holds"
+    " (fault while not available)",
 }
 _CONSUMPTIONS = (
     Measure.CONSUMPTION,

@@ -77,7 +77,7 @@ from gateway.logging import get_logger
 
 if TYPE_CHECKING:
     from gateway.config import BacnetSettings, ChannelConfig
-    from gateway.core import Channel, ResetOutcome, Span
+    from gateway.core import Channel, Instant, ResetOutcome, Span
 
 log = get_logger("bacnet")
 
@@ -122,6 +122,10 @@ class BacnetView(Protocol):
 
     def count_rejection(self, channel_id: str, reason: str) -> None:
         """Count a refused reset ("not_allowed", "bad_value") in the metrics."""
+        ...
+
+    def latest_time(self) -> Instant:
+        """The gateway's time as of its last clock reading (projected demand is read at it)."""
         ...
 
     def audit_refusals(self, channel_ids: list[str], reason: str, origin: str) -> None:
@@ -348,7 +352,7 @@ class BacnetServer:
         added = []
         built = 0
         for config in channels:
-            link = ChannelLink(config, self.view.live_channels())
+            link = ChannelLink(config, self.view.live_channels(), self.view.latest_time)
             objects = [self._build(point, link) for point in channel_points(config)]
             self.links[config.id] = link  # first, so that a failure part-way can be undone
             for obj in objects:

@@ -38,6 +38,9 @@ class MemoryView:
     def live_channels(self) -> Mapping[str, Channel]:
         return self.engine.channels
 
+    def latest_time(self) -> int:
+        return self.engine.now
+
     def _advance(self) -> int:
         t = max(self.now(), self.engine.now)
         self.engine.advance(t)

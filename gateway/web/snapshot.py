@@ -5,10 +5,8 @@ snapshot never mixes two moments (the same rule as a /metrics scrape). It is che
 no lock; 2,000 channels take a few milliseconds (docs/reference/http-api.md).
 
 Each value that is not a plain field of the engine's channel has one small view function below
-(``virtual``, ``projected_demand``, ``period_consumption``, ``next_scheduled_reset``); the
-two the engine does not compute yet (virtual channels, projected demand) answer false and null
-honestly until they exist, and are the one place to change when they do. Billing periods are
-read from the database (records.py).
+(``virtual``, ``projected_demand``, ``period_consumption``, ``next_scheduled_reset``). Billing
+periods are read from the database (records.py).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from gateway import __version__
 from gateway.clock import Timeline
 from gateway.core import Channel, Instant, ResetOutcome, Totals
 from gateway.core.demand import NEVER
+from gateway.readings import projected
 from gateway.status import Status
 
 if TYPE_CHECKING:
@@ -85,17 +84,18 @@ def gateway_now(view: WebView) -> Instant:
     return view.timeline.now
 
 
-# -- the values that do not exist in the engine yet ------------------------------------------
+# -- the values that are not plain fields of a channel ---------------------------------------
 
 
 def virtual(view: WebView, channel_id: str) -> bool:
-    """Whether the channel is computed from others; there are no virtual channels yet."""
-    return False
+    """Whether the channel is computed from others (its terms)."""
+    channel = view.live_channels().get(channel_id)
+    return channel is not None and bool(channel.rules.terms)
 
 
 def projected_demand(view: WebView, channel_id: str, channel: Channel) -> float | None:
-    """The demand the open window is heading for; not computed by the engine yet: None."""
-    return None
+    """The demand the next boundary will show if the current slide's rate holds."""
+    return number(projected(channel, gateway_now(view)))
 
 
 # -- the values that do ------------------------------------------------------------------------
