@@ -141,7 +141,11 @@ async def intervals(request: web.Request) -> web.Response:
         raise error(400, "from must be before to")
     if until - since > MAX_SPAN_US:
         raise error(400, "at most 31 days per request: ask for the rest in another")
-    return json_response(await read(site.records.intervals, channel_id, since, until))
+    records = await read(site.records.intervals, channel_id, since, until)
+    if site.view.live_channels()[channel_id].rules.terms:
+        for record in records:  # a virtual channel counts no pulses of its own
+            record["pulses"] = None
+    return json_response(records)
 
 
 async def resets(request: web.Request) -> web.Response:

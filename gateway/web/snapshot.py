@@ -165,7 +165,8 @@ def channel_facts(
         "reset_count": channel.reset_count,
         "period_consumption": period_consumption(view, channel_id, channel),
         "next_scheduled_reset": iso(channel_next_reset(channel)),
-        "pulses_total": channel.pulses_total,
+        # a virtual channel counts no pulses of its own (its terms do)
+        "pulses_total": None if channel.rules.terms else channel.pulses_total,
         "last_pulse": iso(last_pulse.get(channel_id)),
         "checksum_ok": checksums.get(channel_id),
     }
