@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.core import UNITS, ChannelRules, Instant, parse_duration, parse_instant
@@ -70,3 +72,13 @@ class FakeClocks:
     def elapse(self, seconds: float) -> None:
         self.wall_us += int(seconds * 1_000_000)
         self.mono_us += int(seconds * 1_000_000)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait, yielding to the loop, until ``condition()`` holds; fail naming ``what``."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what}") from None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,8 @@ from gateway.store import Store
 from gateway.store_periods import PeriodRecord
 from gateway.store_resets import ResetRecord
 from tests.daemon import Daemon, write_config
-from tests.helpers import FakeClocks
+from tests.helpers import FakeClocks, until
 
-WAIT_S = 10.0
 DAY_S = 86400
 CHANNEL = (
     "  - {id: e, unit: kWh, scale_factor: 0.5, demand_window: 2s, demand_slide: 1s,\n"
@@ -44,15 +42,6 @@ def config(folder: Path, schedule: str, *, lockout: str = "", zone: str = "UTC")
     )
     path.write_text(text)
     return path
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {WAIT_S} s: {what}") from None
 
 
 def audit(folder: Path) -> tuple[list[ResetRecord], list[PeriodRecord]]:

@@ -4,7 +4,6 @@ down, and a channel configured again on reload continues where it stopped."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,8 @@ from gateway.service import Gateway
 from gateway.store import Store
 from simulators.modbus_counter import CounterLayout, running
 from tests.daemon import free_port, write_config
-from tests.helpers import FakeClocks
+from tests.helpers import FakeClocks, until
 
-WAIT_S = 10.0
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {WAIT_S} s: {what}") from None
 
 
 def modbus_config(folder: Path, port: int) -> Path:

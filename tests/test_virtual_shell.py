@@ -20,8 +20,7 @@ from gateway.config import load_config, parse_config
 from gateway.service import Gateway
 from tests.bacnet_support import rig
 from tests.daemon import write_config
-from tests.helpers import FakeClocks
-from tests.test_billing_daemon import until
+from tests.helpers import FakeClocks, until
 
 # two feeders and a site total; a net of the two; all on one simulated source that adds nothing
 FEEDERS = (

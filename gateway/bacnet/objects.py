@@ -191,6 +191,10 @@ class LiveStatus:
     def reliability(self) -> Reliability:
         return self.live_reliability()
 
+    @reliability.setter
+    def reliability(self, value: Any) -> None:
+        """Computed; assignments from the constructor are ignored."""
+
 
 class ChannelInput(LiveStatus, GatewayObject, AnalogInputObject):
     """``{id}.consumption`` ... ``{id}.reset_count``: an analog input over a live channel."""

@@ -37,7 +37,6 @@ from bacpypes3.basetypes import (
     LoggingType,
     PropertyIdentifier,
     Reliability,
-    StatusFlags,
 )
 from bacpypes3.errors import ExecutionError, ParameterOutOfRange, PropertyError
 from bacpypes3.local.object import Object as LocalObject
@@ -45,12 +44,11 @@ from bacpypes3.object import TrendLogObject
 from bacpypes3.primitivedata import CharacterString, ObjectIdentifier, ObjectType, Unsigned
 
 from gateway.bacnet.objects import (
-    FLAGS_FAULT,
-    FLAGS_NORMAL,
     NO_FAULT,
     UNRELIABLE_OTHER,
     ChannelLink,
     GatewayObject,
+    LiveStatus,
     _template,
     identity,
 )
@@ -177,7 +175,7 @@ def reference_time(value: Any) -> datetime:
         raise ParameterOutOfRange("no such date or time") from None
 
 
-class TrendLog(GatewayObject, LocalObject, TrendLogObject):
+class TrendLog(LiveStatus, GatewayObject, LocalObject, TrendLogObject):
     """``{id}.consumption_log`` and ``{id}.demand_log`` (module docstring).
 
     bacpypes3 has no local trend-log class: the local ``Object`` (identifier and name kept as
@@ -205,22 +203,6 @@ class TrendLog(GatewayObject, LocalObject, TrendLogObject):
 
     def live_reliability(self) -> Reliability:
         return NO_FAULT if self.live_extent() is not None else UNRELIABLE_OTHER
-
-    @property
-    def statusFlags(self) -> StatusFlags:
-        return FLAGS_NORMAL if self.live_reliability() == NO_FAULT else FLAGS_FAULT
-
-    @statusFlags.setter
-    def statusFlags(self, value: Any) -> None:
-        """Computed; assignments from the constructor are ignored."""
-
-    @property
-    def reliability(self) -> Reliability:
-        return self.live_reliability()
-
-    @reliability.setter
-    def reliability(self, value: Any) -> None:
-        """Computed; assignments from the constructor are ignored."""
 
     @property
     def recordCount(self) -> Unsigned:
