@@ -17,7 +17,6 @@ from tests.daemon import free_port, write_config
 from tests.helpers import FakeClocks, until
 
 
-
 def modbus_config(folder: Path, port: int) -> Path:
     """One counter read every 100 ms, plausible up to 5 pulses/s."""
     path = folder / "gateway.yaml"
