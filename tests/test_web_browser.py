@@ -272,8 +272,19 @@ async def test_the_status_page_updates_live_and_shows_what_the_api_and_metrics_s
     channels = {c["id"]: c for c in before["channels"]}
     later = {c["id"]: c for c in after["channels"]}
     q = channels["q"]
-    assert q == later["q"], "q moved during the test"
-    assert shown["q"] == {key: show(KINDS[key], q[key], before["gateway"]["time"]) for key in KINDS}
+    # q counts nothing, so nothing of it moves but the time: its projected demand is not
+    # available in the first second of each 2 s slide and 0 after it, so it is left out here
+    moving = {"projected_demand"}
+    assert {k: v for k, v in q.items() if k not in moving} == {
+        k: v for k, v in later["q"].items() if k not in moving
+    }, "q moved during the test"
+    assert {k: v for k, v in shown["q"].items() if k not in moving} == {
+        key: show(KINDS[key], q[key], before["gateway"]["time"])
+        for key in KINDS
+        if key not in moving
+    }
+    assert shown["q"]["projected_demand"] in ("—", "0.000")
+    assert q["projected_demand"] in (None, 0.0)
     assert shown["q"]["consumption"] == "1234.063"
     for name, key in (
         ("consumption", "consumption"),
