@@ -8,7 +8,11 @@ real command end to end in a child process (CSV parsing and output included) and
 
 Target: >= 200,000 events/s on the project's 2-core machine. Figures, not assertions:
 the machine is shared and noisy. Run `python bench/replay.py --help` for sizes; `--every 1` gives
-per-second pulses (use fewer --days: RSS stays flat because replay streams).
+per-second pulses (use fewer --days: RSS stays flat because replay streams). ``--virtual N``
+adds N virtual channels after the physical ones, the k-th with the k-th unit of the cycle and
+every physical channel of that unit as an added term (c0, c4, c8 for the first at 10
+channels): the same events then also reach the virtual channels, and each boundary writes
+N more rows. Run it beside a plain run to read the cost of the virtual channels.
 """
 
 from __future__ import annotations
@@ -25,11 +29,18 @@ from pathlib import Path
 UNITS = ("kWh", "cubic_feet", "us_gallons", "lbs")
 
 
-def write_config(path: Path, channels: int) -> None:
+def write_config(path: Path, channels: int, virtual: int = 0) -> None:
     lines = ["channels:"]
     for k in range(channels):
         lines.append(
             f"  - {{id: c{k}, unit: {UNITS[k % len(UNITS)]}, scale_factor: 0.5, "
+            "demand_window: 15min, demand_slide: 5min, reset_lockout: 1d}"
+        )
+    units = min(channels, len(UNITS))  # a virtual channel's terms share its unit
+    for k in range(virtual):
+        terms = ", ".join(f"c{i}" for i in range(k % units, channels, len(UNITS)))
+        lines.append(
+            f"  - {{id: v{k}, unit: {UNITS[k % units]}, virtual: {{add: [{terms}]}}, "
             "demand_window: 15min, demand_slide: 5min, reset_lockout: 1d}"
         )
     path.write_text("\n".join(lines) + "\n")
@@ -68,12 +79,17 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--channels", type=int, default=10)
     parser.add_argument("--every", type=int, default=60, help="seconds between pulse events")
+    parser.add_argument(
+        "--virtual", type=int, default=0, metavar="N", help="virtual channels over them (0)"
+    )
     args = parser.parse_args()
+    if args.channels < 1 or args.virtual < 0:
+        parser.error("need --channels >= 1 and --virtual >= 0")
 
     with tempfile.TemporaryDirectory(prefix="pulse-bench-") as tmp:
         folder = Path(tmp)
         config, events, output = folder / "bench.yaml", folder / "events.csv", folder / "out.csv"
-        write_config(config, args.channels)
+        write_config(config, args.channels, args.virtual)
         began = time.perf_counter()
         rows = write_events(events, args.days, args.channels, args.every)
         print(
@@ -91,7 +107,10 @@ def main() -> None:
             sys.exit("replay failed")
         with output.open() as produced:
             out_rows = sum(1 for _ in produced) - 1
-        print(f"replay: {rows:,} events -> {out_rows:,} rows in {elapsed:.2f} s")
+        print(
+            f"replay: {rows:,} events -> {out_rows:,} rows in {elapsed:.2f} s"
+            f" ({args.channels} channels, {args.virtual} virtual)"
+        )
         print(f"  {rows / elapsed:,.0f} events/s end to end (target >= 200,000)")
         print(f"  peak RSS {usage.ru_maxrss / 1024:.1f} MiB")
 

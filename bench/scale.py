@@ -21,7 +21,13 @@ What runs, all on 127.0.0.1, each in its own process:
   running N aiohttp clients, each asking ``GET /api/v1/status`` (the whole site as JSON, what
   the status page asks every 2 s) every 2 s during the steady window, staggered evenly over
   the 2 s, on a new connection each time; every answer is timed (connect to the response
-  headers, and to the last byte) and checked (200, JSON, one entry per channel).
+  headers, and to the last byte) and checked (200, JSON, one entry per channel);
+- **virtual channels** (``--virtual N``, none by default): N kWh virtual channels after the
+  2,000 physical ones, each the coincident demand of ``--terms`` (10) added terms spread over
+  the site (virtual channel j: physical channels j, j + 200, j + 400, ... at 2,000 channels
+  and 10 terms, so at N = 200 each physical channel is a term of exactly one), same window,
+  slide and COV increment; they get BACnet objects, ReadProperty is drawn from every channel,
+  virtual ones included, and the COV subscriptions stay on physical channels.
 
 Measured: start-up (process start until the ``gateway_ready`` log line, and until BACnet first
 answers a ReadProperty; again for a restart on the saved state), then, after a warm-up, over a
@@ -181,7 +187,14 @@ def start_simulator(children: Children, devices: int, rate: float) -> list[int]:
     return [device["port"] for device in ready["devices"]]
 
 
-def write_config(folder: Path, ports: list[int], channels: int, cov_increment: float) -> Path:
+def write_config(
+    folder: Path,
+    ports: list[int],
+    channels: int,
+    cov_increment: float,
+    virtual: int = 0,
+    terms: int = 10,
+) -> Path:
     lines = [
         "gateway: {name: scale-bench, state_dir: state}",
         f"bacnet: {{address: 127.0.0.1/8, port: {free_udp_port()}, device_instance: 9001,"
@@ -200,6 +213,15 @@ def write_config(folder: Path, ports: list[int], channels: int, cov_increment: f
             f"  - {{id: m{k}_c{i}, unit: kWh, scale_factor: 0.01, demand_window: 15min,"
             f" demand_slide: 1min, cov_increment: {cov_increment:g},"
             f" source: {{id: m{k}, table: holding, address: {2 * i}, type: u32}}}}"
+        )
+    step = channels // terms  # a virtual channel's terms step apart: distinct, site-wide
+    for j in range(virtual):
+        members = ", ".join(
+            "m{}_c{}".format(*divmod((j + n * step) % channels, PER_DEVICE)) for n in range(terms)
+        )
+        lines.append(
+            f"  - {{id: v{j}, unit: kWh, virtual: {{add: [{members}]}}, demand_window: 15min,"
+            f" demand_slide: 1min, cov_increment: {cov_increment:g}}}"
         )
     path = folder / "scale.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -742,13 +764,17 @@ async def run(args: argparse.Namespace) -> Figures:
         with tempfile.TemporaryDirectory(prefix="scale-bench-") as folder:
             ports = start_simulator(children, devices, args.pulse_rate)
             simulator_pid = children.processes[-1].pid
-            config = write_config(Path(folder), ports, channels, args.cov_increment)
+            config = write_config(
+                Path(folder), ports, channels, args.cov_increment, args.virtual, args.terms
+            )
+            every = channels + args.virtual  # every channel with BACnet objects and a status
             text = config.read_text()
             bacnet_port = int(found(r"port: (\d+), device_instance", text))
             metrics_port = int(found(r"127\.0\.0\.1:(\d+)'", text))
             print(
-                f"{devices} simulated modules, {channels} channels, {channels} x 7 + reset_all ="
-                f" {channels * 7 + 1} BACnet objects; config and state in {folder}",
+                f"{devices} simulated modules, {channels} channels + {args.virtual} virtual,"
+                f" {every} x 7 + reset_all = {every * 7 + 1} BACnet objects; config and state"
+                f" in {folder}",
                 flush=True,
             )
             gateway = GatewayProcess(children, config, args.profile)
@@ -778,11 +804,11 @@ async def run(args: argparse.Namespace) -> Figures:
             others = {"simulator": simulator_pid, "COV subscribers": cov.pid}
             web = None
             if args.web:
-                web = start_web_child(children, metrics_port, channels, args.web, life)
+                web = start_web_child(children, metrics_port, every, args.web, life)
                 read_json_line(web, 30, "the web clients")
                 others["web clients"] = web.pid
             await measure(
-                gateway, others, cov, web, metrics_port, bacnet_port, channels, args, figures
+                gateway, others, cov, web, metrics_port, bacnet_port, every, args, figures
             )
             cov.terminate()
             figures.cov = read_json_line(cov, 15)
@@ -925,7 +951,7 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
     ]
     if args.web:  # after the ReadProperty rows: the two figures to read together
         at = next(i for i, row in enumerate(rows) if row[0].startswith("boundary lag"))
-        rows[at:at] = web_rows(figures.web, args.web, args.channels)
+        rows[at:at] = web_rows(figures.web, args.web, args.channels + args.virtual)
     if args.restart:
         rows.append(
             (
@@ -1037,6 +1063,14 @@ def main(argv: list[str] | None = None) -> int:
         help=f"N clients polling /api/v1/status every {WEB_EVERY_S:g} s in the window (0)",
     )
     parser.add_argument(
+        "--virtual",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N virtual kWh channels over the physical ones, after them (0)",
+    )
+    parser.add_argument("--terms", type=int, default=10, help="terms per virtual channel (10)")
+    parser.add_argument(
         "--no-restart", dest="restart", action="store_false", help="skip the restart timing"
     )
     parser.add_argument(
@@ -1071,10 +1105,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate must be in (0, 5000]")
     if args.web < 0:
         parser.error("--web must be >= 0")
+    if args.virtual < 0 or not 1 <= args.terms <= args.channels:
+        parser.error("need --virtual >= 0 and 1 <= --terms <= --channels")
     print(
         f"bench/scale.py: {args.channels} channels, {args.rate:g} ReadProperty/s,"
         f" {args.subscriptions} {args.cov} COV subscriptions, a scrape every"
-        f" {args.scrape_every:g} s, {args.web} web clients; {os.cpu_count()} CPUs, load"
+        f" {args.scrape_every:g} s, {args.web} web clients, {args.virtual} virtual channels"
+        f" of {args.terms} terms; {os.cpu_count()} CPUs, load"
         f" average {loadavg():.2f}, Python {sys.version.split()[0]}",
         flush=True,
     )
