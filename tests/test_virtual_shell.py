@@ -275,3 +275,49 @@ def test_replay_leaves_pulses_total_empty_for_a_virtual_row(
         ("2026-03-01T00:10:00Z", "", "-2.0", "-12.0"),
     ]
     assert rows[-1]["peak_demand"] == "0.0"  # a negative demand never raises the peak above 0
+
+
+def test_a_virtual_channel_exports_its_own_interval_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """replay --db, then export: the net's rows carry its own ImportID and its own demand,
+    which is the feeders' coincident demand, not the sum of their rows."""
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        "channels:\n"
+        "  - {id: a, unit: kWh, scale_factor: 0.5, demand_window: 15min, demand_slide: 15min}\n"
+        "  - {id: b, unit: kWh, scale_factor: 0.1, demand_window: 15min, demand_slide: 15min}\n"
+        "  - {id: net, import_id: NET-1, unit: kWh, virtual: {add: [a], subtract: [b]},\n"
+        "     demand_window: 15min, demand_slide: 15min}\n"
+    )
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "time,channel,event,value\n"
+        "2026-03-01T00:01:00Z,a,pulses,40\n"  # 20 kWh
+        "2026-03-01T00:02:00Z,b,pulses,50\n"  # 5 kWh
+        "2026-03-01T00:20:00Z,b,pulses,10\n"  # 1 kWh
+    )
+    db = tmp_path / "replayed" / "gateway.db"
+    argv = ["replay", "-c", str(config), str(events), "--start", "2026-03-01T00:00:00Z"]
+    assert main([*argv, "--end", "2026-03-01T00:30:00Z", "--db", str(db)]) == 0
+    capsys.readouterr()
+    code = main(
+        [
+            "export",
+            "--db",
+            str(db),
+            "--format",
+            "energycap1",
+            "--utc",
+            "--value",
+            "consumption",
+            "--from",
+            "2026-03-01T00:00Z",
+            "--to",
+            "2026-03-01T00:30Z",
+        ]
+    )
+    out = capsys.readouterr()
+    assert (code, out.err) == (0, "")
+    rows = [line.split(",") for line in out.out.splitlines() if "NET-1" in line]
+    assert [row[-1] for row in rows] == ["15", "-1"]  # 20 - 5 kWh, then -1 kWh
