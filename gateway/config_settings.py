@@ -170,6 +170,14 @@ class Config:
         """Channel rules by id, in config order."""
         return {channel.id: channel.rules for channel in self.channels}
 
+    def intervals(self) -> dict[str, Span]:
+        """Each channel's interval-record span by id."""
+        return {channel.id: channel.interval for channel in self.channels}
+
+    def import_ids(self) -> dict[str, str]:
+        """Each channel's EnergyCAP ImportID by id."""
+        return {channel.id: channel.import_id for channel in self.channels}
+
     def source(self, source_id: str) -> SourceConfig:
         """The source with id ``source_id`` (KeyError if there is none)."""
         for source in self.sources:

@@ -43,7 +43,7 @@ from gateway.notify import Notifier, status_line
 from gateway.reload import ReloadPlan, plan_reload
 from gateway.reset_desk import ResetDesk
 from gateway.schedule import Schedule
-from gateway.sources import SourceError, build_sources
+from gateway.sources import SourceError, unbuildable
 from gateway.sources.running import RunningSources
 from gateway.status import Status
 from gateway.store import Saved, Store, StoreError
@@ -111,7 +111,7 @@ class Gateway(GatewayView):
             self.desk.check()
             self.feed.mark_new_channels(self.engine.now)
             await self.checkpoints.save_now(self.engine.now)
-            _describe(store, self.config)
+            store.describe(self.config.import_ids(), self.config.timezone)
             try:
                 await self.listeners.start_http(self.config)
                 await self.listeners.start_bacnet(self.config)
@@ -150,7 +150,7 @@ class Gateway(GatewayView):
         for cid in entries:
             total = self.engine.channels[cid].pulses_total
             log.info("channel_restored", channel=cid, pulses_total=total, downtime_s=downtime)
-        self.intervals = IntervalLog(_interval_spans(self.config), store.interval_marks())
+        self.intervals = IntervalLog(self.config.intervals(), store.interval_marks())
         self.sources = RunningSources(self.tasks, saved.baselines if saved else {})
         self.sources.bind(store, self.config)
         self.checkpoints = Checkpoints(
@@ -287,7 +287,7 @@ class Gateway(GatewayView):
             log.error("config_reload_refused", file=path, problems=[str(p) for p in exc.problems])
             return False
         plan = plan_reload(self.config, new)
-        problems = [plan.refused] if plan.refused else _unbuildable(new)
+        problems = [plan.refused] if plan.refused else unbuildable(new)
         if problems:
             log.error("config_reload_refused", file=path, problems=problems)
             return False
@@ -315,10 +315,10 @@ class Gateway(GatewayView):
         resumed = {cid: (e.rules, e.state) for cid, e in (saved.channels if saved else {}).items()}
         self.engine.update(t, new.rules(), resumed=resumed, offline=plan.sources_changed)
         self.config = self.feed.config = self.schedule.config = new
-        self.intervals.intervals = _interval_spans(new)
+        self.intervals.intervals = new.intervals()
         self.feed.mark_new_channels(t)
         await self.checkpoints.save_now(t, also=removed)  # removed channels' last state stays
-        _describe(self.store, new)
+        self.store.describe(new.import_ids(), new.timezone)
         if plan.sources_changed:
             try:
                 self.sources.bind(self.store, new)
@@ -351,21 +351,3 @@ class Gateway(GatewayView):
     @property
     def metrics_port(self) -> int | None:
         return self.endpoint.port
-
-
-def _describe(store: Store, config: RunConfig) -> None:
-    """What the billing data is booked to (ImportIDs, timezone), as this config says."""
-    store.describe({c.id: c.import_id for c in config.channels}, config.timezone)
-
-
-def _unbuildable(config: RunConfig) -> list[str]:
-    """Why the sources of ``config`` cannot be built here (a missing extra), if they cannot."""
-    try:
-        build_sources(config, {})
-    except SourceError as exc:
-        return [str(exc)]
-    return []
-
-
-def _interval_spans(config: RunConfig) -> dict[str, int]:
-    return {c.id: c.interval for c in config.channels}

@@ -61,6 +61,15 @@ class SourceError(Exception):
     """A source that cannot be built from the config; the message says why."""
 
 
+def unbuildable(config: Config) -> list[str]:
+    """Why the sources of ``config`` cannot be built here (a missing extra), if they cannot."""
+    try:
+        build_sources(config, {})
+    except SourceError as exc:
+        return [str(exc)]
+    return []
+
+
 def build_sources(
     config: Config, baselines: Mapping[str, Baseline], baseline_age: float | None = None
 ) -> list[Source]:
