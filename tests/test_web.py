@@ -135,7 +135,7 @@ async def test_status_json_is_the_engines_numbers_with_null_for_what_does_not_ex
     for facts in doc["channels"]:
         assert_channel_is_the_engines(facts, site.gateway)
         assert facts["virtual"] is False
-        assert facts["projected_demand"] is None  # not computed by the engine yet
+        assert facts["projected_demand"] is None  # a 1 s slide: never 1 s into one
         channel = site.gateway.engine.channels[facts["id"]]
         assert facts["period_consumption"] == channel.period_consumption
         assert facts["next_scheduled_reset"] is None  # no reset_schedule configured
@@ -464,3 +464,23 @@ async def test_the_next_scheduled_reset_is_the_earliest_channels(tmp_path: Path)
     assert w["next_scheduled_reset"] is None
     assert doc["gateway"]["next_scheduled_reset"] == "2026-01-01T02:30:00Z"
     assert "2026-01-01 02:30:00Z" in page
+
+
+@pytest.mark.asyncio
+async def test_the_status_document_is_shared_for_a_second_of_gateway_time(
+    tmp_path: Path,
+) -> None:
+    """Viewers polling together share one build: within a second of the gateway's time the
+    same document (its time says as of when); after it, a new one with the new counts."""
+    async with running(tmp_path) as site:
+        site.pulse("e", 2)
+        _, first = await site.get("/api/v1/status")
+        site.pulse("e", 2, seconds=0.4)  # 0.4 s later: the shared document still
+        _, second = await site.get("/api/v1/status")
+        site.pulse("e", 2, seconds=0.6)  # a full second after the first build
+        _, third = await site.get("/api/v1/status")
+    assert second == first
+    assert third["gateway"]["time"] > first["gateway"]["time"]
+    e = {c["id"]: c for c in third["channels"]}["e"]
+    assert e["pulses_total"] == site.gateway.engine.channels["e"].pulses_total
+    assert e["pulses_total"] == {c["id"]: c for c in first["channels"]}["e"]["pulses_total"] + 4

@@ -248,6 +248,8 @@ async def test_the_status_page_updates_live_and_shows_what_the_api_and_metrics_s
             shown = await page.evaluate(ROWS_JS)
             before = await fetch(http, base + "/api/v1/status")
             scraped = samples(await fetch(http, base + "/metrics"))
+            # the status document is rebuilt at most once a second: the next one is newer
+            await asyncio.sleep(1.1)
             after = await fetch(http, base + "/api/v1/status")
             facts = await page.evaluate(
                 "Object.fromEntries([...document.querySelectorAll('dd[data-g]')]"
