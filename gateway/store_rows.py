@@ -66,12 +66,17 @@ def _rules_terms(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def _state_row(state: ChannelState) -> tuple:
-    """The state's column values; floats as floats (never ints), intervals as JSON."""
+    """The state's column values; floats as floats (never ints), intervals as JSON.
+
+    On the checkpoint's hot path (2,000 rows a second): the NaN check is inline."""
     values: list[object] = list(state)
     for at in _REAL_AT:
         value = state[at]
-        if isinstance(value, int | float):  # None stays NULL
-            values[at] = _float(_STATE_FIELDS[at], value)
+        if value is not None:  # None stays NULL
+            value = float(value)
+            if value != value:  # NaN: SQLite would store NULL; refuse rather than change it
+                raise ValueError(f"{_STATE_FIELDS[at]} is NaN and cannot be saved")
+            values[at] = value
     # the same text as json.dumps of the list of ints, without its per-call overhead
     values[_WINDOW_AT] = "[" + ", ".join([str(int(c)) for c in state.window_intervals]) + "]"
     values[_TERMS_AT] = _terms_text(state.more_terms) if state.more_terms else "[]"

@@ -511,31 +511,34 @@ class Channel:
     def state(self) -> ChannelState:
         """The whole state as a plain value (the rings rotated oldest first)."""
         pos = self._ring_pos
+        more = self._more
+        # positional, in ChannelState's field order: every checkpoint takes one per channel
+        # on the event loop, and keyword arguments cost half as much again
         return ChannelState(
-            pulses_total=self.pulses_total,
-            consumption_base=self.consumption_base,
-            pulses_at_base=self._pulses_at_base,
-            scale_factor=self.scale_factor,
-            window_intervals=tuple(self._ring[pos:] + self._ring[:pos]),
-            open_interval=self._open_interval,
-            next_boundary=self.next_boundary,
-            valid_from=self._valid_from,
-            offline_since=self._offline_since,
-            now=self.now,
-            demand=self.demand,
-            last_valid_demand=self._last_valid_demand,
-            peak_demand=self.peak_demand,
-            peak_time=self._peak_time,
-            previous_peak_demand=self.previous_peak_demand,
-            cumulative_demand=self.cumulative_demand,
-            reset_count=self.reset_count,
-            last_reset=self.last_reset,
-            rejected_resets=self.rejected_resets,
-            period_start=self.period_start,
-            period_base=self.period_base,
-            previous_period=self.previous_period,
-            schedule_next=self.schedule_next,
-            more_terms=tuple(
+            self.pulses_total,
+            self.consumption_base,
+            self._pulses_at_base,
+            self.scale_factor,
+            tuple(self._ring[pos:] + self._ring[:pos]),
+            self._open_interval,
+            self.next_boundary,
+            self._valid_from,
+            self._offline_since,
+            self.now,
+            self.demand,
+            self._last_valid_demand,
+            self.peak_demand,
+            self._peak_time,
+            self.previous_peak_demand,
+            self.cumulative_demand,
+            self.reset_count,
+            self.last_reset,
+            self.rejected_resets,
+            self.period_start,
+            self.period_base,
+            self.previous_period,
+            self.schedule_next,
+            tuple(
                 [
                     TermState(
                         record.factor,
@@ -545,9 +548,11 @@ class Channel:
                         record.open_interval,
                         record.offline_since,
                     )
-                    for record in self._more
+                    for record in more
                 ]
-            ),
+            )
+            if more
+            else (),
         )
 
     @classmethod
