@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 from gateway.core import ChannelRules, ChannelState
 from gateway.core.demand import TermState
@@ -71,9 +72,9 @@ def _state_row(state: ChannelState) -> tuple:
     On the checkpoint's hot path (2,000 rows a second): the NaN check is inline."""
     values: list[object] = list(state)
     for at in _REAL_AT:
-        value = state[at]
-        if value is not None:  # None stays NULL
-            value = float(value)
+        raw: Any = state[at]  # one of the float fields (by _REAL_AT)
+        if raw is not None:  # None stays NULL
+            value = float(raw)
             if value != value:  # NaN: SQLite would store NULL; refuse rather than change it
                 raise ValueError(f"{_STATE_FIELDS[at]} is NaN and cannot be saved")
             values[at] = value
