@@ -243,7 +243,7 @@ class GatewayCollector(Collector):
                     channel_id,
                     unit.consumption,
                     unit.demand,
-                    None if c.rules.terms else c.pulses_total,
+                    None if c.rules.is_virtual else c.pulses_total,
                     c.consumption,
                     c.demand,
                     c.peak_demand,

@@ -182,7 +182,7 @@ async def intervals(request: web.Request) -> web.Response:
     if until - since > MAX_SPAN_US:
         raise error(400, "at most 31 days per request: ask for the rest in another")
     records = await read(site.records.intervals, channel_id, since, until)
-    if site.view.live_channels()[channel_id].rules.terms:
+    if site.view.live_channels()[channel_id].rules.is_virtual:
         for record in records:  # a virtual channel counts no pulses of its own
             record["pulses"] = None
     return json_response(records)

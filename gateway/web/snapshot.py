@@ -90,7 +90,7 @@ def gateway_now(view: WebView) -> Instant:
 def virtual(view: WebView, channel_id: str) -> bool:
     """Whether the channel is computed from others (its terms)."""
     channel = view.live_channels().get(channel_id)
-    return channel is not None and bool(channel.rules.terms)
+    return channel is not None and channel.rules.is_virtual
 
 
 def projected_demand(view: WebView, channel_id: str, channel: Channel) -> float | None:
@@ -166,7 +166,7 @@ def channel_facts(
         "period_consumption": period_consumption(view, channel_id, channel),
         "next_scheduled_reset": iso(channel_next_reset(channel)),
         # a virtual channel counts no pulses of its own (its terms do)
-        "pulses_total": None if channel.rules.terms else channel.pulses_total,
+        "pulses_total": None if channel.rules.is_virtual else channel.pulses_total,
         "last_pulse": iso(last_pulse.get(channel_id)),
         "checksum_ok": checksums.get(channel_id),
     }
