@@ -50,6 +50,7 @@ EXIT_BAD_INPUT = 2
 BUNDLED_CONFIGS = "gateway.configs"
 DEMO = "demo.yaml"  # what `pulse-gateway run` runs with no -c
 EXAMPLE = "example.yaml"  # what `pulse-gateway init` writes
+SWITCH_INTERVAL_S = 0.0005  # how long the event loop may wait for a worker thread (_serve)
 
 
 def bundled_config(name: str) -> Traversable:
@@ -285,6 +286,12 @@ def _serve(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> 
     from gateway.logging import configure
 
     configure()
+    # The worker threads (the /metrics text, the status JSON, checkpoint rows) hold the
+    # interpreter while they work, and the event loop gives it up at every socket call: it
+    # then waits for a worker up to the switch interval to get it back. At the default 5 ms
+    # a ReadProperty arriving during a 200 ms scrape waited 5 to 15 ms; at 0.5 ms the loop
+    # is back within half a millisecond, and the workers take a little longer.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     gateway = Gateway(config, live=sys.stdout.isatty(), notifier=Notifier(), reread=reread)
     try:
         asyncio.run(gateway.run())
