@@ -71,6 +71,11 @@ type Lookup = Callable[[int, int, int, int | None], bytes | None]
 BACnet application-tagged bytes (one or more tagged values, e.g. :func:`encode_real`), or None
 when the fast path must leave this property to bacpypes3."""
 
+# Datagrams read at once after the one asyncio hands over (see _receiver), and the size
+# asyncio's selector datagram transport reads with (its max_size).
+DRAIN_MAX = 32
+MAX_DATAGRAM = 256 * 1024
+
 # The bacpypes3 release whose internals the hook was written against and tested with.
 TESTED_BACPYPES3 = "0.0.110"
 
@@ -443,6 +448,9 @@ def answer(datagram: bytes, lookup: Lookup) -> bytes | None:
 #   task completes, and the asyncio.Event `_local_transport_ready` set at that moment;
 # - IPv4DatagramServer.confirmation drops datagrams whose source is local_address (reflected
 #   traffic): the hook skips those too, so bacpypes3 sees them as before.
+# - asyncio's selector datagram transport (CPython 3.12, 3.13) keeps its socket as `_sock` and
+#   reads it with `recvfrom(max_size)` when the selector says it is readable; the hook reads
+#   more from the same non-blocking socket the same way (without it, it does not drain).
 # Only the unicast socket is hooked: a confirmed request sent to the broadcast address is
 # bacpypes3's (on Windows bacpypes3 uses one socket for both; Original-Broadcast-NPDUs are BVLC
 # function 0x0B and are never answered by the fast path anyway).
@@ -467,6 +475,7 @@ class FastPath:
         self.answered = 0  # requests answered by the fast path
         self.passed = 0  # datagrams handed to bacpypes3
         self.lookup_errors = 0  # lookups that raised (the request went to bacpypes3)
+        self.drained = 0  # datagrams read by the hook after the one asyncio handed it
         self._hooks: list[_Hook] = []
 
     def _attach(self, server: IPv4DatagramServer) -> None:
@@ -488,8 +497,9 @@ class FastPath:
         original = hook.original
         transport = hook.transport
         local = hook.local_address
+        sock = getattr(transport, "_sock", None)  # asyncio's selector transport (see above)
 
-        def datagram_received(data: bytes, addr: tuple[str, int]) -> None:
+        def one(data: bytes, addr: tuple[str, int]) -> None:
             reply = None
             if addr != local:  # an AF_INET socket always gives (host, port)
                 try:
@@ -512,6 +522,26 @@ class FastPath:
                 return
             self.answered += 1
             transport.sendto(reply, addr)
+
+        def datagram_received(data: bytes, addr: tuple[str, int]) -> None:
+            one(data, addr)
+            if sock is None:
+                return
+            # asyncio reads one datagram per socket per turn of the loop; when a turn is long
+            # (a burst of COV notifications and their acks) requests queue in the socket for
+            # tens of milliseconds. Read what is already waiting now, up to DRAIN_MAX.
+            for _ in range(DRAIN_MAX):
+                if transport.is_closing():
+                    return
+                try:
+                    data, addr = sock.recvfrom(MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    return  # nothing more waiting
+                except OSError as exc:
+                    hook.protocol.error_received(exc)  # what the transport itself does
+                    return
+                self.drained += 1
+                one(data, addr)
 
         return datagram_received
 
