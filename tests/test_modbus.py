@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pymodbus.client import AsyncModbusTcpClient
 
 from gateway.config import load_config
@@ -548,6 +550,78 @@ def test_build_sources_makes_modbus_sources_with_their_saved_baselines(tmp_path:
     assert (source.poll_interval, source.timeout, source.retries) == (2.0, 0.3, 1)
     assert source.min_request_gap == 0.02 and source.baselines() == {"e": 4242}
     assert [(b.table, b.address, b.count) for b in source.blocks] == [("input", 4, 2)]
+
+
+def test_modbus_sources_poll_at_phases_spread_over_their_interval(tmp_path: Path) -> None:
+    """Four Modbus sources with channels poll a quarter of their interval apart, in config
+    order; a source without channels takes no turn."""
+    config = load_config(
+        write_run_config(
+            tmp_path,
+            "".join(
+                f"  - {{id: m{k}, type: modbus-tcp, host: 127.0.0.1, port: {1502 + k}}}\n"
+                for k in range(5)
+            ),
+            "".join(
+                f"  - {{id: e{k}, unit: kWh, scale_factor: 1, demand_window: 1min,"
+                f" demand_slide: 1min,"
+                f" source: {{id: m{k}, table: input, address: 0, type: u32}}}}\n"
+                for k in (0, 1, 3, 4)  # m2 has none
+            ),
+        ),
+        purpose="run",
+    )
+    sources = build_sources(config, {})
+    assert [(s.id, s.phase) for s in sources if isinstance(s, ModbusSource)] == [
+        ("m0", 0.0),
+        ("m1", 0.25),
+        ("m3", 0.5),
+        ("m4", 0.75),
+    ]
+
+
+@given(
+    phase=st.floats(0.0, 0.999),
+    interval=st.sampled_from([0.1, 1.0, 2.5, 60.0]),
+    after=st.floats(0.0, 1e6),
+)
+def test_the_next_slot_is_on_the_sources_grid_within_one_interval(
+    phase: float, interval: float, after: float
+) -> None:
+    """Whenever a poll ends, the next one is due within one interval, at the source's phase."""
+    source = ModbusSource("m", Endpoint("127.0.0.1", 1502), {}, poll_interval=interval, phase=phase)
+    due = source.next_slot(after)
+    assert after < due <= after + interval * (1 + 1e-9)
+    offset = (due - phase * interval) % interval
+    assert min(offset, interval - offset) < 1e-6 * max(1.0, due)
+
+
+@pytest.mark.asyncio
+async def test_two_sources_at_opposite_phases_take_turns() -> None:
+    """Two sources polling one device every 0.2 s, at phases 0 and 0.5: the device sees their
+    requests alternate, about 0.1 s apart, not in pairs."""
+    layout = CounterLayout(channels=1, rates=(0.0,))
+    async with running(layout) as simulator:
+        module = simulator.modules[0]
+        endpoint = Endpoint("127.0.0.1", module.port)
+        options = {**FAST, "poll_interval": 0.2}
+        sources = [
+            ModbusSource(f"m{k}", endpoint, counter_points(layout), phase=k / 2, **options)
+            for k in range(2)
+        ]
+        tasks = [asyncio.create_task(s.run(RecordingSink())) for s in sources]
+        try:
+            await asyncio.sleep(0.3)  # both up, on their grids
+            first = len(module.requests)
+            await asyncio.sleep(1.0)
+            times = [q.at for q in list(module.requests)[first:]]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(times) >= 8
+    assert min(gaps) > 0.05  # never two polls together: each is a half interval from the next
 
 
 def test_modbus_rtu_without_pyserial_is_a_clear_source_error(

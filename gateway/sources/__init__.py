@@ -91,6 +91,15 @@ def build_sources(
     from gateway.sources.simulated import SimulatedMeter, Simulator
 
     sources: list[Source] = []
+    # Modbus sources poll at evenly spread phases of their interval, in config order: forty
+    # devices polled in the same instant answer in the same instant, and their counting held
+    # the loop (and the BACnet requests behind it) for tens of milliseconds every second.
+    used = {c.source.id for c in config.channels if c.source}
+    polled = [
+        s.id
+        for s in config.sources
+        if isinstance(s, ModbusTcpSource | ModbusRtuSource) and s.id in used
+    ]
     for source in config.sources:
         points = {c.id: c.source for c in config.channels if c.source and c.source.id == source.id}
         if not points:
@@ -106,7 +115,8 @@ def build_sources(
                 from gateway.sources.modbus import modbus_source
 
                 modbus = _typed(source.id, points, ModbusPoint)
-                sources.append(modbus_source(source, modbus, baselines, baseline_age))
+                phase = polled.index(source.id) / len(polled)
+                sources.append(modbus_source(source, modbus, baselines, baseline_age, phase))
             case GpioSource():
                 from gateway.sources.gpio import gpio_source
 

@@ -165,11 +165,13 @@ class ModbusSource:
         max_read_registers: int = MAX_READ_REGISTERS,
         baselines: Mapping[str, Baseline] | None = None,
         baseline_age: float | None = None,
+        phase: float = 0.0,
     ) -> None:
         self.id = source_id
         self.endpoint = endpoint
         self.unit_id = unit_id
         self.poll_interval = poll_interval
+        self.phase = phase % 1.0  # where in each poll interval this source's polls fall
         self.timeout = timeout
         self.retries = retries
         self.backoff_max = max(backoff_max, poll_interval)
@@ -267,8 +269,8 @@ class ModbusSource:
     async def _poll(
         self, client: AsyncModbusTcpClient | AsyncModbusSerialClient, sink: PulseSink
     ) -> None:
-        """Poll on a fixed grid until a poll fails; missed slots are skipped, not made up."""
-        due = time.monotonic()
+        """Poll at once, then on this source's grid until a poll fails; missed slots are
+        skipped, not made up."""
         while True:
             started = time.monotonic()
             readings = await self._cycle(client)
@@ -276,10 +278,17 @@ class ModbusSource:
             self._failed_in_a_row = 0
             self._deliver(readings, sink)
             now = time.monotonic()
-            due += self.poll_interval
-            if due <= now:
-                due += math.ceil((now - due) / self.poll_interval) * self.poll_interval
-            await asyncio.sleep(due - now)
+            await asyncio.sleep(self.next_slot(now) - now)
+
+    def next_slot(self, after: float) -> float:
+        """The first slot of the grid after ``after`` (monotonic seconds): every poll_interval,
+        at ``phase`` of it. Sources given different phases take turns instead of all polling
+        (and all answering, and all being counted) in the same instant."""
+        interval = self.poll_interval
+        wait = (self.phase * interval - after) % interval
+        if wait < interval * 1e-6:  # on a slot now (or a rounding away): the next one
+            wait += interval
+        return after + wait
 
     async def _cycle(
         self, client: AsyncModbusTcpClient | AsyncModbusSerialClient
@@ -404,8 +413,10 @@ def modbus_source(
     points: Mapping[str, ModbusPoint],
     baselines: Mapping[str, Baseline],
     baseline_age: float | None = None,
+    phase: float = 0.0,
 ) -> ModbusSource:
-    """A ``ModbusSource`` from a config entry; keys the config may not have yet use defaults."""
+    """A ``ModbusSource`` from a config entry; keys the config may not have yet use defaults.
+    ``phase``: where in each poll interval its polls fall, a fraction (``ModbusSource``)."""
     if isinstance(config, ModbusRtuSource):
         if importlib.util.find_spec("serial") is None:
             raise SourceError(
@@ -436,4 +447,5 @@ def modbus_source(
         max_read_registers=getattr(config, "max_read_registers", MAX_READ_REGISTERS),
         baselines={channel: baselines[channel] for channel in points if channel in baselines},
         baseline_age=baseline_age,
+        phase=phase,
     )
