@@ -38,15 +38,16 @@ class Feed:
         checkpoints: Checkpoints,
         status: Status,
         *,
-        changed: Callable[[], None],
+        changed: Callable[[tuple[str, ...] | None], None],
         sources_changed: Callable[[], object],
         fire: Callable[[], object],
         fire_failed: Callable[[], object],
         live: bool = False,
     ) -> None:
-        """``changed``: something a BACnet subscriber may care about changed (cheap, called
-        often); ``sources_changed``: a source went up or down; ``fire``: apply and record the
-        scheduled resets due at the engine's ``next_fire`` (durable, or put back and raise);
+        """``changed``: something a BACnet subscriber may care about changed, in the channels
+        named or (None) anywhere (cheap, called often); ``sources_changed``: a source went up
+        or down; ``fire``: apply and record the scheduled resets due at the engine's
+        ``next_fire`` (durable, or put back and raise);
         ``fire_failed``: one could not be recorded, so the gateway must stop; ``live``: log
         one line per channel each slide, for a person watching."""
         self.config = config  # the service replaces it on reload
@@ -71,7 +72,7 @@ class Feed:
         t = self.now()
         if channel in self.engine.channels:
             self.engine.pulses(channel, t, count)
-            self._changed()
+            self._changed(self.engine.touched(channel))
 
     def source_down(self, source: str) -> None:
         t = self.now()
@@ -82,7 +83,7 @@ class Feed:
             self._sources_changed()
         for channel_id in self._channels_of(source):
             self.engine.offline(channel_id, t)
-        self._changed()
+        self._changed(None)
 
     def source_up(self, source: str, catch_up: Mapping[str, int]) -> None:
         t = self.now()
@@ -98,7 +99,7 @@ class Feed:
                     self.engine.pulses(channel_id, t, extra)
             else:
                 self.engine.online(channel_id, t, extra)
-        self._changed()
+        self._changed(None)
 
     def _channels_of(self, source: str) -> list[str]:
         return [
@@ -126,7 +127,7 @@ class Feed:
             self.held = False
             log.info("clock_hold_ended", at=t)
             self.channels_online(t)
-            self._changed()
+            self._changed(None)
         return t
 
     def _through(self, t: Instant, reach: Callable[[Instant], object]) -> bool:
@@ -159,7 +160,7 @@ class Feed:
             self.channels_online(t)
         else:
             self.held = True
-        self._changed()
+        self._changed(None)
 
     def channels_online(self, t: Instant) -> None:
         """Bring online every offline channel whose source is up."""
@@ -192,7 +193,7 @@ class Feed:
         if not readings:
             return
         self.checkpoints.add(self.intervals.observe(readings, self.engine.channels))
-        self._changed()
+        self._changed(None)
         self.status.boundary_lag_s = max(0.0, (t - readings[-1].reading.time) / 1e6)
         if self.live:
             self._show(readings)

@@ -91,7 +91,8 @@ class Listeners:
         except ListenerError as exc:  # e.g. the new port is taken: say so, keep counting
             log.error("bacnet_restart_failed", error=str(exc))
 
-    def refresh(self) -> None:
-        """Something a BACnet subscriber may care about changed (cheap: folded per loop pass)."""
+    def refresh(self, channels: tuple[str, ...] | None = None) -> None:
+        """Something a BACnet subscriber may care about changed, in ``channels`` or (None)
+        anywhere (cheap: folded per loop pass)."""
         if self.bacnet is not None:
-            self.bacnet.refresh()
+            self.bacnet.refresh(channels)

@@ -269,8 +269,8 @@ class Gateway(GatewayView):
         if self.config.export is not None:
             self.tasks.start("export", self.schedule.drop_daily())
 
-    def _changed(self) -> None:
-        self.listeners.refresh()
+    def _changed(self, channels: tuple[str, ...] | None) -> None:
+        self.listeners.refresh(channels)
 
     @property
     def bacnet(self) -> BacnetServer | None:

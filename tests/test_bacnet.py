@@ -1094,8 +1094,9 @@ async def test_confirmed_notifications_to_several_subscribers_are_all_delivered(
 async def test_a_burst_of_notifications_is_sent_in_paced_turns_and_all_arrive(
     tmp_path: Path,
 ) -> None:
-    """Forty subscriptions change at once: at most COV_BATCH notifications leave in one turn
-    of the event loop (requests are answered in between), the rest a pace later; every
+    """Forty subscriptions on two objects change at once: a turn of the event loop ends once
+    COV_BATCH notifications have left (requests are answered in between), the rest a pace
+    later; an object's subscribers are all notified in the same turn, however many; every
     subscriber gets the new value."""
     async with rig(tmp_path) as r:
         for process_id in range(1, 21):
@@ -1110,7 +1111,7 @@ async def test_a_burst_of_notifications_is_sent_in_paced_turns_and_all_arrive(
         handle = r.server._refresh_handle
         assert handle is not None
         handle.cancel()  # run the first turn here, to see where it stops
-        assert r.server._evaluate() == COV_BATCH == 20
+        assert COV_BATCH < 20 and r.server._evaluate() == 20  # one object, all its subscribers
         assert isinstance(r.server._refresh_handle, asyncio.TimerHandle)  # the rest, paced
         values = [await r.notification() for _ in range(40)]
         instances = sorted(v["object"].instance_number for v in values)

@@ -100,7 +100,7 @@ def live(path: Path, log: list[tuple[Instant, str, int | str]], end: Instant) ->
         intervals,
         checkpoints,
         status,
-        changed=lambda: None,
+        changed=lambda channels: None,
         sources_changed=lambda: None,
         fire=lambda: desk.fire(),
         fire_failed=lambda: None,

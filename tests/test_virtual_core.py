@@ -214,6 +214,23 @@ def test_a_virtual_channel_takes_no_events_of_its_own() -> None:
     assert engine.channels["v"].consumption == 3.0
 
 
+def test_the_engine_says_which_channels_a_pulse_changes() -> None:
+    """A term's pulse changes the term and each virtual channel over it, in config order; a
+    reload that drops a virtual channel drops it from the answer."""
+    rules = {
+        "a": physical(1.0),
+        "b": physical(1.0),
+        "v": virtual(("a", 1), ("b", -1)),
+        "w": virtual(("a", 1)),
+    }
+    engine = Engine(rules, START)
+    assert engine.touched("a") == ("a", "v", "w")
+    assert engine.touched("b") == ("b", "v")
+    assert engine.touched("v") == ("v",) and engine.touched("nope") == ()
+    engine.update(START, {k: r for k, r in rules.items() if k != "v"})
+    assert engine.touched("a") == ("a", "w") and engine.touched("b") == ("b",)
+
+
 @pytest.mark.parametrize(
     ("channels", "message"),
     [

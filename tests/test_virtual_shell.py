@@ -192,6 +192,45 @@ async def test_the_running_gateway_serves_virtual_channels(tmp_path: Path) -> No
 
 
 @pytest.mark.asyncio
+async def test_cov_follows_a_terms_pulses_to_the_virtual_channels_it_feeds(tmp_path: Path) -> None:
+    """A pulse event names the channels it changed, the term and the virtual channels it
+    feeds; a COV pass evaluates the subscribed objects of those channels only, so a virtual
+    channel's subscriber hears of its terms' pulses."""
+    async with rig(tmp_path, channels=FEEDERS + VIRTUAL) as r:
+        told: list[tuple[str, ...] | None] = []
+        original = r.gateway.listeners.refresh
+
+        def refresh(channels: tuple[str, ...] | None = None) -> None:
+            told.append(channels)
+            original(channels)
+
+        r.gateway.listeners.refresh = refresh  # type: ignore[method-assign]
+        r.clocks.elapse(0.5)
+        r.gateway.pulses("b", 10)
+        assert told == [("b", "total", "net")] == [r.gateway.engine.touched("b")]
+        await r.subscribe("ai,301", process_id=1)  # total's consumption
+        await r.subscribe("ai,101", process_id=2)  # a's consumption
+        first = {(await r.notification())["object"].instance_number for _ in range(2)}
+        assert first == {101, 301}
+
+        def one_pass(channels: tuple[str, ...]) -> int:
+            """A pass for ``channels``, run here: how many notifications it sent."""
+            r.server.refresh(channels)
+            handle = r.server._refresh_handle
+            assert handle is not None
+            handle.cancel()
+            return r.server._evaluate()
+
+        r.gateway.pulses("a", 2)  # a and total change
+        assert one_pass(("b",)) == 0  # told of b only: a and total are not evaluated
+        assert one_pass(r.gateway.engine.touched("a")) == 2
+        values = {(n := await r.notification())["object"].instance_number: n for _ in range(2)}
+        engine = r.gateway.engine.channels
+        assert values[101]["PRESENT_VALUE"] == pytest.approx(engine["a"].consumption)
+        assert values[301]["PRESENT_VALUE"] == pytest.approx(engine["total"].consumption)
+
+
+@pytest.mark.asyncio
 async def test_a_virtual_channel_survives_a_restart_and_a_reload(tmp_path: Path) -> None:
     path = write_config(tmp_path, channels=FEEDERS + VIRTUAL)
     clocks = FakeClocks()

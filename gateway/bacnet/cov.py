@@ -65,6 +65,10 @@ class LiveCriteria(COVDetection):
         # DetectionAlgorithm, not COVDetection.__init__: that one binds property monitors
         DetectionAlgorithm.__init__(self)
         self.obj = obj
+        # the channel whose changes it follows (None: reset_all), read once: a bacpypes3
+        # object's attributes are slow to read, and each COV pass asks every detection
+        link = getattr(obj, "_link", None)
+        self.channel: str | None = None if link is None else link.config.id
         self.cov_subscriptions: list[Subscription] = []
         self.reported_value, self.reported_fault = obj.cov_state()
 

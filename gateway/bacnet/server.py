@@ -88,12 +88,12 @@ SWEEP_INTERVAL_S = 1.0
 # confirmed notification costs ~0.3 ms of loop time (building and encoding it, then its ack),
 # so 200 subscribed objects crossing their increment at once (meters pulsing in step) held the
 # loop 60-80 ms. A turn ends after COV_BATCH notifications (an object's subscribers are
-# all notified in the same turn), the next one COV_PACE_S later
-# (at most 2,000 notifications/s; a busier site gets its passes stretched, and each object
-# is still notified with its latest value), or after COV_SCAN objects evaluated, the next
-# one at once.
-COV_BATCH = 20
-COV_PACE_S = 0.01
+# all notified in the same turn; about 2.5 ms, short enough for a ReadProperty to wait
+# behind), the next one COV_PACE_S later (at most 2,000 notifications/s; a busier site gets
+# its passes stretched, and each object is still notified with its latest value), or after
+# COV_SCAN objects evaluated, the next one at once.
+COV_BATCH = 8
+COV_PACE_S = 0.004
 COV_SCAN = 1000
 MAX_APDU = 1476  # the largest APDU a B/IP datagram carries (135 Annex J, Table 6-1)
 # Not an ASHRAE-registered identifier for this project: 999 is what bacpypes3's own samples
@@ -166,6 +166,10 @@ class BacnetServer:
         self._refresh_handle: asyncio.Handle | None = None
         self._cov_pass: deque[object] = deque()  # subscribed objects still to evaluate
         self._cov_again = False  # a refresh came during a pass: another pass after it
+        # what the next pass evaluates: the subscribed objects of these channels, or (when
+        # _changed_all) all of them
+        self._changed: set[str] = set()
+        self._changed_all = False
         self._sweeper: asyncio.Task[None] | None = None
         self.lookup = FastLookup()
         self.fast_path: FastPath | None = None
@@ -456,16 +460,24 @@ class BacnetServer:
 
     # -- COV ------------------------------------------------------------------------------
 
-    def refresh(self) -> None:
-        """Something may have changed: evaluate COV for subscribed objects, soon and once.
+    def refresh(self, channels: Iterable[str] | None = None) -> None:
+        """Something changed in ``channels`` (None: anywhere, or not known where): evaluate
+        COV for their subscribed objects, soon and once.
 
         Cheap: when nothing is subscribed this is a dictionary check; otherwise one evaluation
         pass is scheduled for the next loop iteration however often this is called before it
-        (or, during a pass, one more pass after it).
+        (or, during a pass, one more pass after it). A pass evaluates the objects of the
+        channels named since the last one: with sources polled at spread phases, a pulse
+        event arrives every few milliseconds, and evaluating every subscribed object for each
+        would cost more than the events themselves.
         """
         app = self.app
         if app is None or not app._cov_detections:
             return
+        if channels is None:
+            self._changed_all = True
+        elif not self._changed_all:
+            self._changed.update(channels)
         if self._refresh_handle is not None:
             self._cov_again = self._cov_again or bool(self._cov_pass)  # a pass is under way
             return
@@ -480,7 +492,15 @@ class BacnetServer:
         if app is None:
             return 0
         if not self._cov_pass:
-            self._cov_pass.extend(app._cov_detections.values())
+            detections = app._cov_detections.values()
+            if self._changed_all:
+                self._cov_pass.extend(detections)
+            else:
+                changed = self._changed
+                self._cov_pass.extend(
+                    d for d in detections if getattr(d, "channel", None) in changed
+                )
+            self._changed, self._changed_all = set(), False
             self._cov_again = False
         notified = scanned = 0
         while self._cov_pass and notified < COV_BATCH and scanned < COV_SCAN:

@@ -77,6 +77,7 @@ class Engine:
     __slots__ = (
         "_order",
         "_routes",
+        "_touched",
         "channels",
         "feeds",
         "next_due",
@@ -175,13 +176,15 @@ class Engine:
         channel set (or one channel object) changed."""
         self._order = list(self.channels.items())
         routes: dict[str, list[tuple[Channel, int]]] = {}
-        virtual = []
+        fed: dict[str, dict[str, None]] = {}  # per term, the virtual channels it feeds
         for channel_id, channel in self._order:
-            if channel.rules.terms:
-                virtual.append(channel_id)
-                for term, (term_id, _) in enumerate(channel.rules.terms):
-                    routes.setdefault(term_id, []).append((channel, term))
+            for term, (term_id, _) in enumerate(channel.rules.terms):
+                routes.setdefault(term_id, []).append((channel, term))
+                fed.setdefault(term_id, {})[channel_id] = None
         self._routes = {term_id: tuple(targets) for term_id, targets in routes.items()}
+        self._touched = {
+            channel_id: (channel_id, *fed.get(channel_id, ())) for channel_id, _ in self._order
+        }
         self.feeds = {
             channel_id: (
                 partial(self.pulses, channel_id)
@@ -266,6 +269,11 @@ class Engine:
             channel.skip_to(t)
         self.now = t
         self.next_due = self._earliest_boundary()
+
+    def touched(self, channel_id: str) -> tuple[str, ...]:
+        """The channels a pulse of ``channel_id`` changes: itself and every virtual channel
+        it is a term of (empty for a channel the engine does not have)."""
+        return self._touched.get(channel_id, ())
 
     def pulses(self, channel_id: str, t: Instant, count: int) -> None:
         """Pulses of a physical channel, and of every virtual channel it is a term of."""
