@@ -6,8 +6,8 @@ What runs, all on 127.0.0.1, each in its own process:
   counters, ``--pulse-rate`` pulses/s each, 5 by default);
 - **gateway**: ``pulse-gateway run -c <generated config>`` in a temporary directory (state_dir
   there): 40 ``modbus-tcp`` sources polled every 1 s, 2,000 kWh channels (scale 0.01 kWh/pulse,
-  demand window 15 min sliding every 1 min, COV increment 0.25 kWh), 2,000 x 7 BACnet objects,
-  metrics on a free port;
+  demand window 15 min sliding every 1 min, COV increment 0.25 kWh), 12 BACnet objects per
+  channel (9 analog inputs, the reset binary value, 2 trend logs), metrics on a free port;
 - **COV subscribers**: a child of this script (``--cov-child``) running 4 bac-py clients (4
   BMS front ends) with 200 COV subscriptions between them, *confirmed* by default
   (``--cov unconfirmed`` for the other kind), on the consumption objects of 200 channels spread
@@ -85,6 +85,8 @@ from bench.bacnet import (  # noqa: E402 - the raw-UDP ReadProperty client
     rp_requests,
 )
 from bench.bacnet import free_port as free_udp_port  # noqa: E402
+from gateway.bacnet.points import all_points  # noqa: E402
+from gateway.config import load_config  # noqa: E402
 
 PER_DEVICE = 50  # counters per simulated module
 START_TIMEOUT_S = 60.0
@@ -771,10 +773,11 @@ async def run(args: argparse.Namespace) -> Figures:
             text = config.read_text()
             bacnet_port = int(found(r"port: (\d+), device_instance", text))
             metrics_port = int(found(r"127\.0\.0\.1:(\d+)'", text))
+            objects = len(all_points(load_config(config, purpose="run").channels))
             print(
                 f"{devices} simulated modules, {channels} channels + {args.virtual} virtual,"
-                f" {every} x 7 + reset_all = {every * 7 + 1} BACnet objects; config and state"
-                f" in {folder}",
+                f" {objects} BACnet objects (and the device and its network port); config and"
+                f" state in {folder}",
                 flush=True,
             )
             gateway = GatewayProcess(children, config, args.profile)
