@@ -269,15 +269,19 @@ async def test_a_failing_handler_answers_500_without_a_stack_trace(tmp_path: Pat
 async def test_a_web_reset_is_refused_unless_allowed_and_authenticated(
     tmp_path: Path, auth: bool, allow_reset: bool
 ) -> None:
-    """allow_reset without basic_auth is ignored: 403, and nothing reaches the audit."""
+    """allow_reset without basic_auth is ignored: 403, counted as not_allowed in the metrics
+    (an unknown channel is not), and nothing reaches the audit."""
     headers = {"Authorization": AUTH} if auth else None
     async with running(tmp_path, auth=auth, allow_reset=allow_reset, headers=headers) as site:
         site.pulse("e", 6)
         status, body = await site.post("/api/v1/channels/e/reset", json={})
+        unknown, _ = await site.post("/api/v1/channels/nope/reset", json={})
         _, resets = await site.get("/api/v1/resets")
         count = site.gateway.engine.channels["e"].reset_count
-    assert status == 403 and "not enabled" in body["error"]
+        rejections = dict(site.gateway.reset_rejections())
+    assert status == 403 and "not enabled" in body["error"] and unknown == 403
     assert resets == [] and count == 0
+    assert rejections == {("e", "not_allowed"): 1}
 
 
 @pytest.mark.asyncio

@@ -39,6 +39,9 @@ DEFAULT_RESETS = 100
 MAX_RESETS = 1000
 CHANNEL_RESETS = 20  # resets shown with one channel
 CHANNEL_PERIODS = 24  # billing periods shown with one channel
+# a reset refused before the engine saw it, counted under the reason BACnet uses for a writer
+# outside reset_allowed_from (pulse_gateway_reset_rejections_total)
+NOT_ALLOWED = "not_allowed"
 
 
 # The status document at 2,000 channels is ~900 kB and ~15 ms of work; every viewer of the
@@ -216,6 +219,16 @@ async def reset(request: web.Request) -> web.Response:
     site = request.app[SITE]
     channel_id = request.match_info["id"]
     if not site.allow_reset or site.username is None:
+        # counted and logged, not audited: without basic auth anyone who reaches the port
+        # could fill the reset audit with rows (docs/decisions.md)
+        if channel_id in site.view.live_channels():
+            site.view.count_rejection(channel_id, NOT_ALLOWED)
+        log.warning(
+            "web_reset_refused",
+            channel=channel_id,
+            address=request.remote,
+            reason="resets over HTTP are not enabled",
+        )
         raise error(403, "resets over HTTP are not enabled (http.allow_reset with basic_auth)")
     if not _same_site(request):
         raise error(403, "a reset must be sent from the gateway's own pages")

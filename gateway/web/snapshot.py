@@ -59,6 +59,10 @@ class WebView(Protocol):
         """Reset one channel through the reset desk; durable before it returns."""
         ...
 
+    def count_rejection(self, channel_id: str, reason: str) -> None:
+        """Count a reset refused before it reached the engine (for the metrics)."""
+        ...
+
 
 # -- formatting -------------------------------------------------------------------------------
 
