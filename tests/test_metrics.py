@@ -18,11 +18,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.core import Channel, Engine, Unit
-from gateway.metrics import Metrics
+from gateway.metrics import GatewayCollector, GatewayReading, Metrics, _Scrape, exposition
 from gateway.web.server import metrics_app, serve
 from tests.helpers import at, rules
 
@@ -415,6 +418,53 @@ async def test_a_scrape_made_in_a_thread_is_the_same_text_as_one_made_on_the_loo
     names = [family.name for family in text_string_to_metric_families(threaded.decode())]
     assert names == [f.name for f in text_string_to_metric_families(on_loop.decode())]
     assert "process_cpu_seconds" in names and "python_info" in names
+
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**63), 2**63),
+    st.sampled_from([0.0, -0.0, 1e-300, 123456789.0, 1e22, 0.1 + 0.2]),
+)
+IDS = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True),
+    st.text(min_size=1, max_size=8),  # quotes, backslashes, newlines, any unicode
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(IDS, NUMBERS, NUMBERS, st.one_of(st.none(), NUMBERS), st.booleans()),
+        min_size=0,
+        max_size=12,
+        unique_by=lambda row: row[0],
+    ),
+    lag=NUMBERS,
+)
+def test_the_fast_text_is_generate_latests_to_the_byte(
+    rows: list[tuple[str, float, float, float | None, bool]], lag: float
+) -> None:
+    """Every family the gateway exposes, with any numbers and any channel id, is written
+    exactly as prometheus_client's generate_latest writes it; a family with a timestamp is
+    left to generate_latest whole."""
+    channels = [
+        (cid, "kilowatt-hours", "kilowatts", None if on else 7, a, b, a, b, a, 3, 1, on,
+         b, a, c, c, c)
+        for cid, a, b, c, on in rows
+    ]  # fmt: skip
+    reading = GatewayReading(
+        channels=channels,  # type: ignore[arg-type]
+        rejections=[((cid, "not_allowed"), 2) for cid, *_ in rows[:3]],
+        sources=[("sim", True), ('we"ird\\', False)],
+        lag=lag,
+        checksums=[(cid, on) for cid, *_, on in rows],
+        counters=[("glitches", [(cid, 1) for cid, *_ in rows])],
+    )
+    families = GatewayCollector.families(reading)
+    stamped = GaugeMetricFamily("pulse_gateway_stamped", "with a timestamp", labels=["x"])
+    stamped.add_metric(["y"], 1.5, timestamp=1_767_225_600.25)
+    families.append(stamped)
+    assert exposition(families) == generate_latest(_Scrape(families, []))
 
 
 @pytest.mark.asyncio
