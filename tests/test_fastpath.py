@@ -738,6 +738,25 @@ class RawClient(asyncio.DatagramProtocol):
         return await asyncio.wait_for(self.replies.get(), WAIT)
 
 
+@contextlib.asynccontextmanager
+async def hooked_server(
+    lookup: Lookup,
+) -> AsyncIterator[tuple[FastPath, RawClient, asyncio.DatagramTransport, tuple[str, int]]]:
+    """A bare bacpypes3 server with the fast path installed over ``lookup``, and a raw client:
+    (the fast path, the client, its transport, the server's address)."""
+    port = free_port()
+    loop = asyncio.get_running_loop()
+    async with bacpypes3_server(port) as app:
+        transport, client = await loop.create_datagram_endpoint(
+            RawClient, local_addr=("127.0.0.1", free_port())
+        )
+        try:
+            fast_path = await install(app, lookup)
+            yield fast_path, client, transport, ("127.0.0.1", port)
+        finally:
+            transport.close()
+
+
 @pytest.mark.asyncio
 async def test_fast_path_replies_are_byte_identical_to_bacpypes3() -> None:
     """With a lookup that tells the truth, the fast path sends the very bytes bacpypes3 sends."""
@@ -762,21 +781,12 @@ async def test_fast_path_replies_are_byte_identical_to_bacpypes3() -> None:
             invoke_id=5,
         ),
     ]
-    port = free_port()
-    loop = asyncio.get_running_loop()
-    async with bacpypes3_server(port) as app:
-        transport, client = await loop.create_datagram_endpoint(
-            RawClient, local_addr=("127.0.0.1", free_port())
-        )
-        try:
-            fast_path = await install(app, truth)
-            fast = [await client.ask(wire, ("127.0.0.1", port)) for wire in requests]
-            assert fast_path.answered == len(requests)
-            fast_path.uninstall()
-            slow = [await client.ask(wire, ("127.0.0.1", port)) for wire in requests]
-            assert fast_path.answered == len(requests)  # uninstalled: bacpypes3 answered these
-        finally:
-            transport.close()
+    async with hooked_server(truth) as (fast_path, client, _, server):
+        fast = [await client.ask(wire, server) for wire in requests]
+        assert fast_path.answered == len(requests)
+        fast_path.uninstall()
+        slow = [await client.ask(wire, server) for wire in requests]
+        assert fast_path.answered == len(requests)  # uninstalled: bacpypes3 answered these
     assert fast == slow
 
 
@@ -786,21 +796,11 @@ async def test_requests_waiting_in_the_socket_are_answered_in_one_turn() -> None
     its turn, not one per turn of the loop; what the fast path does not answer still
     reaches bacpypes3."""
     values = serve({(AI, i, PRESENT_VALUE): encode_real(float(i)) for i in (1, 2, 3)})
-    port = free_port()
-    loop = asyncio.get_running_loop()
-    async with bacpypes3_server(port) as app:
-        transport, client = await loop.create_datagram_endpoint(
-            RawClient, local_addr=("127.0.0.1", free_port())
-        )
-        try:
-            fast_path = await install(app, values)
-            server = ("127.0.0.1", port)
-            for invoke in range(10):  # all in the server's socket before its next turn
-                transport.sendto(to_wire(rp("analog-input,1", "presentValue"), invoke), server)
-            transport.sendto(to_wire(rp("analog-input,2", "objectName"), invoke_id=10), server)
-            replies = [await asyncio.wait_for(client.replies.get(), WAIT) for _ in range(11)]
-        finally:
-            transport.close()
+    async with hooked_server(values) as (fast_path, client, transport, server):
+        for invoke in range(10):  # all in the server's socket before its next turn
+            transport.sendto(to_wire(rp("analog-input,1", "presentValue"), invoke), server)
+        transport.sendto(to_wire(rp("analog-input,2", "objectName"), invoke_id=10), server)
+        replies = [await asyncio.wait_for(client.replies.get(), WAIT) for _ in range(11)]
     assert fast_path.answered == 10 and fast_path.passed == 1
     assert fast_path.drained == 10  # one handed over by asyncio, ten read with it
     assert sorted(reply[7] for reply in replies) == list(range(11))  # every invoke id

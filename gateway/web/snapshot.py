@@ -192,19 +192,6 @@ def facts_of(row: ChannelRow) -> Json:
     }
 
 
-def channel_facts(
-    view: WebView,
-    channel_id: str,
-    channel: Channel,
-    source: str | None,
-    last_pulse: Mapping[str, Instant],
-    checksums: Mapping[str, bool],
-) -> Json:
-    """One channel as the API and the pages show it, read and formatted at once."""
-    row = channel_row(channel_id, channel, gateway_now(view), source, last_pulse, checksums)
-    return facts_of(row)
-
-
 def channel_rows(view: WebView) -> list[ChannelRow]:
     """Every channel's numbers, in config order, as of now (on the loop)."""
     sources = {c.id: c.source.id if c.source else None for c in view.config.channels}
@@ -368,13 +355,10 @@ def one_channel(view: WebView, channel_id: str) -> Json | None:
         return None
     source = next((c.source for c in view.config.channels if c.id == channel_id), None)
     status = view.status
-    return channel_facts(
-        view,
-        channel_id,
-        channel,
-        source.id if source else None,
-        status.last_pulse,
-        status.checksums,
+    now = gateway_now(view)
+    source_id = source.id if source else None
+    return facts_of(
+        channel_row(channel_id, channel, now, source_id, status.last_pulse, status.checksums)
     )
 
 
