@@ -278,53 +278,80 @@ class GatewayCollector(Collector):
 
     @staticmethod
     def families(reading: GatewayReading) -> list[Metric]:
-        """The families of one reading (any thread)."""
+        """The families of one reading (any thread): the reference ``text`` is held to."""
         f = _families()
-        pulses, consumption, demand = f["pulses"], f["consumption"], f["demand"]
-        peak, previous, cumulative = (
-            f["peak_demand"],
-            f["previous_peak_demand"],
-            f["cumulative_demand"],
-        )
-        resets, rejections, online = f["resets"], f["rejections"], f["online"]
-        for row in reading.channels:
-            channel_id, consumption_unit, demand_unit = row[0], row[1], row[2]
-            consumption_labels = [channel_id, consumption_unit]
-            demand_labels = [channel_id, demand_unit]
-            if row[3] is not None:
-                pulses.add_metric([channel_id], row[3])
-            consumption.add_metric(consumption_labels, row[4])
-            demand.add_metric(demand_labels, math.nan if row[5] is None else row[5])
-            peak.add_metric(demand_labels, row[6])
-            previous.add_metric(demand_labels, row[7])
-            cumulative.add_metric(demand_labels, row[8])
-            resets.add_metric([channel_id], row[9])
-            # Always present, so a rate() over it works from the first scrape on.
-            rejections.add_metric([channel_id, LOCKOUT], row[10])
-            online.add_metric([channel_id], 1.0 if row[11] else 0.0)
-            f["period_consumption"].add_metric(consumption_labels, row[12])
-            f["previous_period_consumption"].add_metric(consumption_labels, row[13])
-            if row[14] is not None:
-                f["peak_time"].add_metric([channel_id], row[14])
-            if row[15] is not None:
-                f["next_reset"].add_metric([channel_id], row[15])
-            f["projected_demand"].add_metric(
-                demand_labels, math.nan if row[16] is None else row[16]
-            )
-        for (channel_id, reason), count in reading.rejections:
-            # The engine's count is the one truth for lockouts; a second "lockout" sample
-            # would be a duplicate series, which Prometheus rejects.
-            if reason != LOCKOUT:
-                rejections.add_metric([channel_id, reason], count)
-        for source_id, up in reading.sources:
-            f["source_up"].add_metric([source_id], 1.0 if up else 0.0)
-        f["lag"].add_metric([], reading.lag)
-        for channel_id, ok in reading.checksums:
-            f["checksum_ok"].add_metric([channel_id], 1.0 if ok else 0.0)
-        for name, per_channel in reading.counters:
-            for channel_id, count in per_channel:
-                f[name].add_metric([channel_id], count)
+        for key, labels, value in _samples(reading):
+            f[key].add_metric(list(labels), value)
         return list(f.values())
+
+    @staticmethod
+    def text(reading: GatewayReading) -> bytes:
+        """``generate_latest`` of ``families(reading)``, byte for byte, in a third of the time
+        and without its 37,000 ``Sample`` tuples and label dicts at 2,000 channels (any
+        thread): each distinct label set is formatted once per scrape, and the HELP and TYPE
+        lines are ``generate_latest``'s own. ``tests/test_metrics.py`` holds the two equal."""
+        f = _families()
+        lines: dict[str, list[str]] = {key: [] for key in f}
+        # label names per family, as each was made (prometheus_client keeps them there)
+        names = {key: tuple(family._labelnames) for key, family in f.items()}
+        sample_names = {
+            key: escape_metric_name(
+                family.name + "_total" if family.type == "counter" else family.name
+            )
+            for key, family in f.items()
+        }
+        cache: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        for key, labels, value in _samples(reading):
+            label_key = (names[key], labels)
+            text = cache.get(label_key)
+            if text is None:
+                text = cache[label_key] = _label_text(dict(zip(*label_key, strict=True)))
+            lines[key].append(f"{sample_names[key]}{text} {floatToGoString(value)}\n")
+        out = []
+        for key, family in f.items():
+            out.append(generate_latest(_Scrape([family], [])).decode())  # HELP and TYPE
+            out.extend(lines[key])
+        return "".join(out).encode("utf-8")
+
+
+def _samples(reading: GatewayReading) -> Iterator[tuple[str, tuple[str, ...], float]]:
+    """Every sample of a reading as (family key, label values, value), in exposition order."""
+    for row in reading.channels:
+        channel_id, consumption_unit, demand_unit = row[0], row[1], row[2]
+        channel = (channel_id,)
+        consumption = (channel_id, consumption_unit)
+        demand = (channel_id, demand_unit)
+        if row[3] is not None:
+            yield "pulses", channel, row[3]
+        yield "consumption", consumption, row[4]
+        yield "demand", demand, math.nan if row[5] is None else row[5]
+        yield "peak_demand", demand, row[6]
+        yield "previous_peak_demand", demand, row[7]
+        yield "cumulative_demand", demand, row[8]
+        yield "resets", channel, row[9]
+        # Always present, so a rate() over it works from the first scrape on.
+        yield "rejections", (channel_id, LOCKOUT), row[10]
+        yield "online", channel, 1.0 if row[11] else 0.0
+        yield "period_consumption", consumption, row[12]
+        yield "previous_period_consumption", consumption, row[13]
+        if row[14] is not None:
+            yield "peak_time", channel, row[14]
+        if row[15] is not None:
+            yield "next_reset", channel, row[15]
+        yield "projected_demand", demand, math.nan if row[16] is None else row[16]
+    for (channel_id, reason), count in reading.rejections:
+        # The engine's count is the one truth for lockouts; a second "lockout" sample
+        # would be a duplicate series, which Prometheus rejects.
+        if reason != LOCKOUT:
+            yield "rejections", (channel_id, reason), count
+    for source_id, up in reading.sources:
+        yield "source_up", (source_id,), 1.0 if up else 0.0
+    yield "lag", (), reading.lag
+    for channel_id, ok in reading.checksums:
+        yield "checksum_ok", (channel_id,), 1.0 if ok else 0.0
+    for name, per_channel in reading.counters:
+        for channel_id, count in per_channel:
+            yield name, (channel_id,), count
 
 
 class _Scrape(Collector):
@@ -373,41 +400,7 @@ class Metrics:
         return await asyncio.to_thread(self._text, reading)
 
     def _text(self, reading: GatewayReading) -> bytes:
-        own = exposition(GatewayCollector.families(reading))
-        return own + generate_latest(_Scrape([], self._others))
-
-
-def exposition(families: Iterable[Metric]) -> bytes:
-    """``generate_latest``'s bytes for ``families``, in half the time (any thread).
-
-    At 2,000 channels a scrape has 34,000 samples; ``generate_latest`` sorts and escapes each
-    sample's labels again (105 of the 135 ms a scrape takes alone; 50 here). Here each
-    distinct label set is formatted once per scrape, and the HELP and TYPE lines are
-    ``generate_latest``'s own.
-    A family with anything but plain samples (a timestamp, an OpenMetrics-only sample) is
-    left to ``generate_latest`` whole. ``tests/test_metrics.py`` holds the two to the byte.
-    """
-    out: list[str] = []
-    labels: dict[tuple[tuple[str, str], ...], str] = {}
-    for metric in families:
-        samples = metric.samples
-        plain = {metric.name, metric.name + "_total"}
-        if any(s.timestamp is not None or s.name not in plain for s in samples):
-            out.append(generate_latest(_Scrape([metric], [])).decode())
-            continue
-        metric.samples = []  # its header alone, as generate_latest writes it
-        try:
-            out.append(generate_latest(_Scrape([metric], [])).decode())
-        finally:
-            metric.samples = samples
-        names = {name: escape_metric_name(name) for name in plain}
-        for sample in samples:
-            key = tuple(sample.labels.items())
-            text = labels.get(key)
-            if text is None:
-                text = labels[key] = _label_text(sample.labels)
-            out.append(f"{names[sample.name]}{text} {floatToGoString(sample.value)}\n")
-    return "".join(out).encode("utf-8")
+        return GatewayCollector.text(reading) + generate_latest(_Scrape([], self._others))
 
 
 def _label_text(labels: Mapping[str, str]) -> str:
