@@ -102,33 +102,29 @@ def run(physical: int, virtual: int, terms: int, minutes: int, path: str) -> Run
     first = START + WINDOW + 1  # just after the boundary closed above
     if path == "pulses":  # the loop the service runs: Engine.pulses(channel, t, count)
         send = engine.pulses
-        for second in range(minutes * 60):
-            t = first + second * MICROS_PER_SECOND
-            if t >= engine.next_due:
-                began = clock()
-                readings = engine.advance(t)
-                result.boundary_s += clock() - began
-                result.boundaries += 1
-                result.closes += len(readings)
-            began = clock()
+
+        def deliver(t: Instant) -> None:
             for channel_id in ids:
                 send(channel_id, t, PULSES)
-            result.pulse_s += clock() - began
-            result.events += len(ids)
+
     else:
-        for second in range(minutes * 60):
-            t = first + second * MICROS_PER_SECOND
-            if t >= engine.next_due:
-                began = clock()
-                readings = engine.advance(t)
-                result.boundary_s += clock() - began
-                result.boundaries += 1
-                result.closes += len(readings)
-            began = clock()
+
+        def deliver(t: Instant) -> None:
             for feed in feeds:
                 feed(t, PULSES)
-            result.pulse_s += clock() - began
-            result.events += len(feeds)
+
+    for second in range(minutes * 60):
+        t = first + second * MICROS_PER_SECOND
+        if t >= engine.next_due:
+            began = clock()
+            readings = engine.advance(t)
+            result.boundary_s += clock() - began
+            result.boundaries += 1
+            result.closes += len(readings)
+        began = clock()
+        deliver(t)
+        result.pulse_s += clock() - began
+        result.events += len(ids)
     check(engine, rules)
     return result
 

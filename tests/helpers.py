@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 from gateway.core import UNITS, ChannelRules, Instant, parse_duration, parse_instant
 
@@ -82,3 +83,25 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0)
                 await asyncio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"not within {timeout} s: {what}") from None
+
+
+class TimedEvent(Protocol):
+    kind: str
+    t: Instant
+
+
+def outage_spans(events: Iterable[TimedEvent]) -> list[tuple[Instant, Instant | None]]:
+    """The outages in a time-ordered event list, for the naive demand oracles: [off, on) per
+    outage, on None while still offline; an "online" without an "offline" before it is an
+    outage of zero length at its instant (it still voids the window it falls in)."""
+    spans: list[tuple[Instant, Instant | None]] = []
+    off = None
+    for e in events:
+        if e.kind == "offline" and off is None:
+            off = e.t
+        elif e.kind == "online":
+            spans.append((off if off is not None else e.t, e.t))
+            off = None
+    if off is not None:
+        spans.append((off, None))
+    return spans

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.core import UNITS, ChannelRules, Engine, Reading
 from gateway.core.timeline import MICROS_PER_SECOND, next_boundary_after
+from tests.helpers import outage_spans
 
 SECOND = MICROS_PER_SECOND
 START = 1_767_225_600 * SECOND  # 2026-01-01T00:00:00Z
@@ -111,15 +112,7 @@ def reference(
         seen = events[:done]
         total = sum(e.n for e in seen if e.kind in ("pulses", "online"))
         # outages as [off, on) with on = None while still offline; online instants void windows
-        outages, off = [], None
-        for e in seen:
-            if e.kind == "offline" and off is None:
-                off = e.t
-            elif e.kind == "online":
-                outages.append((off if off is not None else e.t, e.t))
-                off = None
-        if off is not None:
-            outages.append((off, None))
+        outages = outage_spans(seen)
         lo = b - rules.window
         valid = lo >= START and not any(o < b and (on is None or on > lo) for o, on in outages)
         demand = None

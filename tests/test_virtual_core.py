@@ -29,7 +29,7 @@ from gateway.core import (
 )
 from gateway.core.intervals import IntervalLog, IntervalMark
 from gateway.core.timeline import MICROS_PER_SECOND, next_boundary_after
-from tests.helpers import at
+from tests.helpers import at, outage_spans
 
 SECOND = MICROS_PER_SECOND
 MINUTE = 60 * SECOND
@@ -479,16 +479,7 @@ def naive(config: dict[str, ChannelRules], events: list[Event], end: int) -> lis
         contribution = 0.0
         for k, (term, _) in enumerate(rules.terms):
             mine = [e for e in seen if e.channel == term]
-            outages: list[tuple[int, int | None]] = []
-            off = None
-            for e in mine:
-                if e.kind == "offline" and off is None:
-                    off = e.t
-                elif e.kind == "online":
-                    outages.append((off if off is not None else e.t, e.t))
-                    off = None
-            if off is not None:
-                outages.append((off, None))
+            outages = outage_spans(mine)
             if any(o < b and (on is None or on > lo) for o, on in outages):
                 valid = False
             total = sum(e.n for e in mine if e.kind in ("pulses", "online"))
